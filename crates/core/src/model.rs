@@ -1,0 +1,203 @@
+//! The normalized data model: one shape for every chain family, so the store and the API never branch on the chain.
+
+use alloy::primitives::{B256, Bytes, U256};
+use serde::{Deserialize, Serialize};
+
+/// Which adapter a chain uses. Determines how ids are rendered (hex on EVM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    Evm,
+}
+
+impl ChainKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evm => "evm",
+        }
+    }
+}
+
+/// What the rest of the system knows about a configured chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    /// Operator-chosen name: the URL segment and the `chain` column of every row.
+    pub name: String,
+    pub kind: ChainKind,
+    /// Network id checked against every upstream at start-up (EIP-155 chain id on EVM).
+    pub chain_id: u64,
+}
+
+/// A block identified by height and hash. The hash is what makes a pointer fork-proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockPtr {
+    pub number: u64,
+    pub hash: B256,
+}
+
+impl BlockPtr {
+    pub fn new(number: u64, hash: B256) -> Self {
+        Self { number, hash }
+    }
+}
+
+/// The chain's tips as reported by the upstreams. `safe`/`finalized` are absent where the chain has no such tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Heads {
+    pub latest: u64,
+    pub safe: Option<u64>,
+    pub finalized: Option<u64>,
+}
+
+/// How settled a row is, judged against the chain's current heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finality {
+    Pending,
+    Safe,
+    Finalized,
+}
+
+impl Finality {
+    /// Finality of the block at `number` given the latest known `safe` and `finalized` heights.
+    pub fn of(number: u64, safe: Option<u64>, finalized: Option<u64>) -> Self {
+        if finalized.is_some_and(|f| number <= f) {
+            Self::Finalized
+        } else if safe.is_some_and(|s| number <= s) {
+            Self::Safe
+        } else {
+            Self::Pending
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Safe => "safe",
+            Self::Finalized => "finalized",
+        }
+    }
+}
+
+/// One block, normalized: everything the store writes for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedBlock {
+    pub ptr: BlockPtr,
+    /// `None` only for a chain's first block.
+    pub parent: Option<BlockPtr>,
+    /// Seconds since the Unix epoch.
+    pub timestamp: u64,
+    pub transactions: Vec<Transaction>,
+    pub logs: Vec<Log>,
+    pub transfers: Vec<Transfer>,
+}
+
+impl NormalizedBlock {
+    /// Hash of the parent block, or zero for a chain's first block (as EVM genesis headers say).
+    pub fn parent_hash(&self) -> B256 {
+        self.parent.map(|p| p.hash).unwrap_or_default()
+    }
+}
+
+/// A transaction as included in a block, with its outcome where the upstream reported one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub hash: Bytes,
+    /// Position in the block.
+    pub index: u32,
+    pub from: Bytes,
+    /// `None` for contract creation.
+    pub to: Option<Bytes>,
+    pub value: U256,
+    pub nonce: u64,
+    pub gas_limit: u64,
+    /// Price actually paid per gas unit (effective gas price), when known.
+    pub gas_price: Option<u128>,
+    /// From the receipt; `None` when receipts were not available.
+    pub gas_used: Option<u64>,
+    /// `Some(true)` succeeded, `Some(false)` reverted, `None` unknown (no receipt).
+    pub status: Option<bool>,
+    /// Address of the contract a creation deployed.
+    pub contract_address: Option<Bytes>,
+    pub input: Bytes,
+}
+
+/// An event log emitted by a successful transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub tx_hash: Bytes,
+    pub tx_index: u32,
+    /// Position of the log in the block (not in the transaction).
+    pub log_index: u32,
+    pub address: Bytes,
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+}
+
+/// The token standard (or native currency) a transfer moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferStandard {
+    Native,
+    Erc20,
+    Erc721,
+    Erc1155,
+}
+
+impl TransferStandard {
+    pub const ALL: [Self; 4] = [Self::Native, Self::Erc20, Self::Erc721, Self::Erc1155];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Erc20 => "erc20",
+            Self::Erc721 => "erc721",
+            Self::Erc1155 => "erc1155",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A movement of value, in one shape for every standard.
+///
+/// `(block, standard, log_index, batch_index)` is unique: `log_index` is the log's index in the block, or for a native
+/// transfer the transaction's index; `batch_index` is the element of an ERC-1155 batch and 0 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub tx_hash: Bytes,
+    pub log_index: u32,
+    pub batch_index: u32,
+    pub standard: TransferStandard,
+    /// Token contract; `None` for the native currency.
+    pub token: Option<Bytes>,
+    pub from: Bytes,
+    pub to: Bytes,
+    /// Exact amount in the token's smallest unit (1 for an ERC-721 token).
+    pub amount: U256,
+    /// ERC-721 / ERC-1155 token id.
+    pub token_id: Option<U256>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finality_follows_heads() {
+        assert_eq!(Finality::of(10, Some(12), Some(10)), Finality::Finalized);
+        assert_eq!(Finality::of(11, Some(12), Some(10)), Finality::Safe);
+        assert_eq!(Finality::of(13, Some(12), Some(10)), Finality::Pending);
+        assert_eq!(Finality::of(0, None, None), Finality::Pending);
+    }
+
+    #[test]
+    fn transfer_standard_round_trips() {
+        for standard in TransferStandard::ALL {
+            assert_eq!(TransferStandard::parse(standard.as_str()), Some(standard));
+        }
+        assert_eq!(TransferStandard::parse("erc777"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! Error classes of upstream calls. Classification lives here, on the error, so every caller agrees on what is
+//! worth retrying.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A JSON-RPC error object as an upstream returned it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsonRpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+}
+
+impl JsonRpcError {
+    /// Whether this error is the upstream's problem (overload, internal failure, missing data) rather than the
+    /// caller's (bad params, revert). Only the former is worth sending to another upstream.
+    pub fn is_upstream_fault(&self) -> bool {
+        let message = self.message.to_ascii_lowercase();
+        let caller_fault = [
+            "revert",
+            "invalid argument",
+            "invalid params",
+            "insufficient funds",
+            "nonce too low",
+            "nonce too high",
+            "already known",
+            "underpriced",
+            "intrinsic gas",
+            "gas required exceeds",
+        ];
+        if caller_fault.iter().any(|needle| message.contains(needle)) {
+            return false;
+        }
+        match self.code {
+            // Internal error, provider-specific "limit exceeded" / "resource unavailable", HTTP-style 429.
+            -32603 | -32005 | -32002 | 429 => true,
+            // Method not found: another upstream may support it.
+            -32601 => true,
+            // Generic server error: decide on the message, the only signal providers give.
+            -32000 | -32001 | -32099..=-32006 => {
+                let upstream_fault = [
+                    "rate limit",
+                    "too many requests",
+                    "limit exceeded",
+                    "capacity",
+                    "timeout",
+                    "timed out",
+                    "header not found",
+                    "unknown block",
+                    "missing trie node",
+                    "internal",
+                    "unavailable",
+                    "try again",
+                    "overloaded",
+                ];
+                upstream_fault.iter().any(|needle| message.contains(needle))
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_rate_limit(&self) -> bool {
+        let message = self.message.to_ascii_lowercase();
+        self.code == 429
+            || self.code == -32005
+            || message.contains("rate limit")
+            || message.contains("too many requests")
+    }
+}
+
+/// Why an upstream call failed.
+///
+/// Messages name upstreams by their configured name, never by URL: provider URLs often embed API keys.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// The request never reached the upstream (connection refused, DNS, TLS handshake).
+    #[error("upstream {upstream}: connection failed: {message}")]
+    Connect { upstream: String, message: String },
+    /// No complete answer within the per-attempt timeout. The upstream may have executed the request.
+    #[error("upstream {upstream}: timed out after {after:?}")]
+    Timeout { upstream: String, after: Duration },
+    /// A non-success HTTP status.
+    #[error("upstream {upstream}: HTTP {status}")]
+    Http { upstream: String, status: u16, retry_after: Option<Duration> },
+    /// A body that is not a JSON-RPC response.
+    #[error("upstream {upstream}: invalid response: {message}")]
+    InvalidResponse { upstream: String, message: String },
+    /// A JSON-RPC error object returned by the upstream.
+    #[error("upstream {upstream}: JSON-RPC error {}: {}", error.code, error.message)]
+    JsonRpc { upstream: String, error: JsonRpcError },
+    /// No upstream is eligible (all excluded or unverified).
+    #[error("no upstream available for chain {chain}: {reason}")]
+    NoUpstream { chain: String, reason: String },
+}
+
+impl RpcError {
+    /// Whether another attempt (on this or another upstream) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::InvalidResponse { .. } => true,
+            Self::Http { status, .. } => *status == 429 || *status >= 500 || *status == 408,
+            Self::JsonRpc { error, .. } => error.is_upstream_fault(),
+            Self::NoUpstream { .. } => false,
+        }
+    }
+
+    /// Whether the upstream certainly did not receive the request; the only case where a write may be resent.
+    pub fn was_not_delivered(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+
+    /// Minimum wait the upstream asked for before it is tried again.
+    pub fn backoff_hint(&self) -> Option<Duration> {
+        match self {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn is_rate_limit(&self) -> bool {
+        match self {
+            Self::Http { status, .. } => *status == 429,
+            Self::JsonRpc { error, .. } => error.is_rate_limit(),
+            _ => false,
+        }
+    }
+
+    /// The JSON-RPC error to hand to a client: the upstream's own object when it sent one, otherwise a generic
+    /// server error that does not leak internals beyond the upstream name.
+    pub fn to_client_error(&self) -> JsonRpcError {
+        match self {
+            Self::JsonRpc { error, .. } => error.clone(),
+            Self::NoUpstream { .. } => {
+                JsonRpcError { code: -32603, message: "no healthy upstream available".into(), data: None }
+            }
+            other if other.is_rate_limit() => {
+                JsonRpcError { code: -32005, message: "upstreams are rate limited".into(), data: None }
+            }
+            _ => JsonRpcError { code: -32603, message: "upstream request failed".into(), data: None },
+        }
+    }
+
+    /// Low-cardinality outcome label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect_error",
+            Self::Timeout { .. } => "timeout",
+            Self::Http { status: 429, .. } => "rate_limited",
+            Self::Http { .. } => "http_error",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::JsonRpc { error, .. } if error.is_rate_limit() => "rate_limited",
+            Self::JsonRpc { error, .. } if error.is_upstream_fault() => "rpc_server_error",
+            Self::JsonRpc { .. } => "rpc_client_error",
+            Self::NoUpstream { .. } => "no_upstream",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc(code: i64, message: &str) -> RpcError {
+        RpcError::JsonRpc {
+            upstream: "a".into(),
+            error: JsonRpcError { code, message: message.into(), data: None },
+        }
+    }
+
+    #[test]
+    fn caller_faults_are_not_retried() {
+        assert!(!rpc(-32602, "invalid params").is_retryable());
+        assert!(!rpc(3, "execution reverted").is_retryable());
+        assert!(!rpc(-32000, "execution reverted: nope").is_retryable());
+        assert!(!rpc(-32000, "insufficient funds for gas * price + value").is_retryable());
+        assert!(!rpc(-32603, "execution reverted").is_retryable());
+    }
+
+    #[test]
+    fn upstream_faults_are_retried() {
+        assert!(rpc(-32603, "internal error").is_retryable());
+        assert!(rpc(-32005, "limit exceeded").is_retryable());
+        assert!(rpc(-32000, "header not found").is_retryable());
+        assert!(rpc(-32601, "the method eth_getBlockReceipts does not exist").is_retryable());
+        assert!(rpc(429, "Too Many Requests").is_rate_limit());
+    }
+
+    #[test]
+    fn transport_classes() {
+        let http = |status| RpcError::Http { upstream: "a".into(), status, retry_after: None };
+        assert!(http(500).is_retryable());
+        assert!(http(429).is_retryable());
+        assert!(!http(400).is_retryable());
+        assert!(RpcError::Connect { upstream: "a".into(), message: "refused".into() }.was_not_delivered());
+        assert!(!RpcError::Timeout { upstream: "a".into(), after: Duration::from_secs(1) }.was_not_delivered());
+    }
+}
