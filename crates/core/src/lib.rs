@@ -8,13 +8,14 @@ mod model;
 mod network;
 
 pub use model::{
-    BlockPtr, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer, TransferStandard,
+    BlockPtr, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer,
+    TransferStandard,
 };
 pub use network::{Network, NetworkError};
 
-/// 256-bit unsigned integer used for amounts and token ids.
-pub use alloy::primitives::U256;
 /// 32-byte hash: EVM block hashes, Solana blockhashes.
 pub use alloy::primitives::B256;
 /// Variable-length bytes: addresses (20 bytes on EVM, 32 on Solana), transaction ids (32 or 64 bytes), payloads.
 pub use alloy::primitives::Bytes;
+/// 256-bit unsigned integer used for amounts and token ids.
+pub use alloy::primitives::U256;

@@ -196,6 +196,8 @@ mod tests {
         assert!(http(429).is_retryable());
         assert!(!http(400).is_retryable());
         assert!(RpcError::Connect { upstream: "a".into(), message: "refused".into() }.was_not_delivered());
-        assert!(!RpcError::Timeout { upstream: "a".into(), after: Duration::from_secs(1) }.was_not_delivered());
+        assert!(
+            !RpcError::Timeout { upstream: "a".into(), after: Duration::from_secs(1) }.was_not_delivered()
+        );
     }
 }

@@ -182,7 +182,10 @@ impl Pool {
                     metrics::gauge!("chainmux_upstream_head", "chain" => self.chain.clone(), "upstream" => upstream.name.clone())
                         .set(head as f64);
                 }
-                None => self.transition(upstream, UpstreamState::Down(format!("unparseable {} answer", probe.method))),
+                None => self.transition(
+                    upstream,
+                    UpstreamState::Down(format!("unparseable {} answer", probe.method)),
+                ),
             }
         }
     }
@@ -262,7 +265,8 @@ impl Pool {
             if attempt >= order.len() {
                 let hint = last_error.as_ref().and_then(RpcError::backoff_hint).unwrap_or_default();
                 let delay = backoff.next().unwrap_or(self.config.backoff_max).max(hint);
-                metrics::counter!("chainmux_upstream_retries_total", "chain" => self.chain.clone()).increment(1);
+                metrics::counter!("chainmux_upstream_retries_total", "chain" => self.chain.clone())
+                    .increment(1);
                 tokio::time::sleep(delay).await;
             }
             let result = self.send(upstream, method, params).await;
@@ -279,7 +283,10 @@ impl Pool {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| RpcError::NoUpstream { chain: self.chain.clone(), reason: "no attempt made".into() }))
+        Err(last_error.unwrap_or_else(|| RpcError::NoUpstream {
+            chain: self.chain.clone(),
+            reason: "no attempt made".into(),
+        }))
     }
 
     /// Upstream indexes eligible for routing, best first: healthy, then unverified-but-not-failing, then down.
@@ -312,10 +319,16 @@ impl Pool {
     }
 
     /// One attempt on one upstream, with metrics; no health bookkeeping.
-    async fn send(&self, upstream: &Upstream, method: &str, params: &RawValue) -> Result<Box<RawValue>, RpcError> {
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        method: &str,
+        params: &RawValue,
+    ) -> Result<Box<RawValue>, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let method_json = serde_json::to_string(method).unwrap_or_else(|_| "\"\"".into());
-        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method_json},"params":{}}}"#, params.get());
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method_json},"params":{}}}"#, params.get());
         let started = Instant::now();
         let timeout = self.config.request_timeout;
         let result = match tokio::time::timeout(timeout, self.post(upstream, body)).await {
@@ -366,9 +379,10 @@ impl Pool {
         match (body.result, body.error) {
             (_, Some(error)) => Err(RpcError::JsonRpc { upstream: name(), error }),
             (Some(result), None) => Ok(result),
-            (None, None) => {
-                Err(RpcError::InvalidResponse { upstream: name(), message: "neither result nor error".into() })
-            }
+            (None, None) => Err(RpcError::InvalidResponse {
+                upstream: name(),
+                message: "neither result nor error".into(),
+            }),
         }
     }
 }
@@ -376,7 +390,8 @@ impl Pool {
 fn transport_error(upstream: &str, err: reqwest::Error) -> RpcError {
     // Never surface the URL: provider URLs carry API keys.
     let err = err.without_url();
-    let message = std::error::Error::source(&err).map_or_else(|| err.to_string(), |source| source.to_string());
+    let message =
+        std::error::Error::source(&err).map_or_else(|| err.to_string(), |source| source.to_string());
     if err.is_connect() {
         RpcError::Connect { upstream: upstream.to_owned(), message }
     } else if err.is_timeout() {

@@ -1,1 +1,112 @@
-//! placeholder
+//! PostgreSQL storage of chainmux: the schema (embedded from `../../migrations`), batch writes that move the chain
+//! cursor in the same transaction as the rows, and the read queries behind the gateway's REST API.
+//!
+//! Every row has a natural unique key, so writing the same batch twice is a no-op, and a crash mid-batch leaves
+//! either the whole batch with its cursor, or neither.
+
+mod error;
+mod read;
+mod write;
+
+pub use error::{Result, StoreError};
+pub use read::{
+    BlockRow, ChainState, LogFilter, LogKey, LogRow, Page, TransactionRow, TransferFilter, TransferKey,
+    TransferRow,
+};
+pub use write::WriteStats;
+
+use std::time::Duration;
+
+use chainmux_core::{BlockPtr, ChainSpec, Heads};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(StoreError::Connect)?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. Safe to run concurrently from several processes (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records the chain, or checks that a chain of that name stored earlier has the same kind and id: pointing a
+    /// configured name at another network would mix two chains' rows.
+    pub async fn register_chain(&self, spec: &ChainSpec) -> Result<()> {
+        let chain_id = i64::try_from(spec.chain_id).map_err(|_| StoreError::OutOfRange("chain_id"))?;
+        sqlx::query(
+            "INSERT INTO chains (name, kind, chain_id) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&spec.name)
+        .bind(spec.kind.as_str())
+        .bind(chain_id)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT kind, chain_id FROM chains WHERE name = $1")
+            .bind(&spec.name)
+            .fetch_one(&self.pool)
+            .await?;
+        let (kind, stored_id): (String, i64) = (row.try_get("kind")?, row.try_get("chain_id")?);
+        if kind != spec.kind.as_str() || stored_id != chain_id {
+            return Err(StoreError::ChainMismatch {
+                chain: spec.name.clone(),
+                stored: format!("{kind} chain id {stored_id}"),
+                configured: format!("{} chain id {}", spec.kind.as_str(), spec.chain_id),
+            });
+        }
+        Ok(())
+    }
+
+    /// The last fully written block of `chain`, if any.
+    pub async fn cursor(&self, chain: &str) -> Result<Option<BlockPtr>> {
+        let row = sqlx::query("SELECT block_number, block_hash FROM cursors WHERE chain = $1")
+            .bind(chain)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| read::ptr_from(row.try_get("block_number")?, row.try_get("block_hash")?)).transpose()
+    }
+
+    /// Stores the chain's tips as last seen, so readers anywhere can tell each row's finality.
+    pub async fn set_heads(&self, chain: &str, heads: &Heads) -> Result<()> {
+        let to_i64 = |n: u64| i64::try_from(n).map_err(|_| StoreError::OutOfRange("head"));
+        sqlx::query(
+            "UPDATE chains SET head_number = $2, safe_number = $3, finalized_number = $4, heads_updated_at = now() \
+             WHERE name = $1",
+        )
+        .bind(chain)
+        .bind(to_i64(heads.latest)?)
+        .bind(heads.safe.map(to_i64).transpose()?)
+        .bind(heads.finalized.map(to_i64).transpose()?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
