@@ -1,0 +1,303 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chainmux_core::{BlockPtr, Network, NetworkError, NormalizedBlock};
+use chainmux_store::{Store, StoreError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// First block indexed when the chain has no cursor yet.
+    pub start_block: u64,
+    /// Most blocks per fetched and written batch.
+    pub batch_size: u64,
+    /// How often the head is polled once the index has caught up.
+    pub poll_interval: Duration,
+    /// Backoff bounds after a failed fetch or write.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Interval of the progress line in the logs.
+    pub progress_interval: Duration,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            start_block: 0,
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// The chain no longer contains the last indexed block. Nothing was written past the cursor.
+    #[error(
+        "chain {chain}: block {number} has parent {found}, but the indexed block {} is {}; the chain reorganised \
+         below the indexed head, and the index stops here rather than write rows of another fork",
+        cursor.number, cursor.hash
+    )]
+    ForkDetected { chain: String, number: u64, found: String, cursor: BlockPtr },
+    #[error("chain {chain}: {source}")]
+    Network { chain: String, source: NetworkError },
+    #[error("chain {chain}: {source}")]
+    Store { chain: String, source: StoreError },
+}
+
+/// Indexes one chain.
+pub struct Indexer {
+    network: Arc<dyn Network>,
+    store: Store,
+    config: IndexerConfig,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer")
+            .field("chain", &self.network.spec().name)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Batches in flight between the fetcher and the writer: enough to keep both busy, bounded for memory.
+const PIPELINE_DEPTH: usize = 2;
+
+impl Indexer {
+    pub fn new(network: Arc<dyn Network>, store: Store, config: IndexerConfig) -> Self {
+        Self { network, store, config }
+    }
+
+    fn chain(&self) -> &str {
+        &self.network.spec().name
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min)
+            .with_max_delay(self.config.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// Runs until `cancel` fires (then returns `Ok` after the batch being written is committed) or until an error
+    /// that waiting cannot fix.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), IndexerError> {
+        let span = info_span!("indexer", chain = %self.chain());
+        self.run_inner(cancel).instrument(span).await
+    }
+
+    async fn run_inner(self, cancel: CancellationToken) -> Result<(), IndexerError> {
+        let chain = self.chain().to_owned();
+        let store_err = |source| IndexerError::Store { chain: chain.clone(), source };
+        self.store.register_chain(self.network.spec()).await.map_err(store_err)?;
+        let mut cursor = self.store.cursor(&chain).await.map_err(store_err)?;
+        let next = cursor.map_or(self.config.start_block, |c| c.number + 1);
+        info!(next, cursor = ?cursor.map(|c| c.number), "indexer starting");
+
+        let this = Arc::new(self);
+        let (batches, mut incoming) = mpsc::channel(PIPELINE_DEPTH);
+        let fetch_cancel = cancel.child_token();
+        let fetcher = tokio::spawn({
+            let this = Arc::clone(&this);
+            let cancel = fetch_cancel.clone();
+            async move { this.fetch_loop(next, batches, cancel).await }.in_current_span()
+        });
+
+        let mut progress = Progress::new(cursor.map(|c| c.number));
+        let result = loop {
+            let blocks = tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                batch = incoming.recv() => match batch {
+                    Some(blocks) => blocks,
+                    None => break Ok(()),
+                },
+            };
+            match this.write(cursor, &blocks).await {
+                Ok(written) => {
+                    cursor = Some(written);
+                    progress.advance(&chain, written.number, &this.config);
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        fetch_cancel.cancel();
+        drop(incoming);
+        let fetched = fetcher.await.unwrap_or(Ok(()));
+        if let Err(err) = &result {
+            error!(%err, "indexer stopped");
+        }
+        result.and(fetched)
+    }
+
+    /// Writes one batch on top of `cursor`, retrying transient database errors; returns the new cursor.
+    async fn write(
+        &self,
+        cursor: Option<BlockPtr>,
+        blocks: &[NormalizedBlock],
+    ) -> Result<BlockPtr, IndexerError> {
+        let chain = self.chain();
+        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
+            return cursor.ok_or_else(|| IndexerError::Network {
+                chain: chain.to_owned(),
+                source: NetworkError::Inconsistent("empty first batch".into()),
+            });
+        };
+        if let Some(cursor) = cursor {
+            if first.parent != Some(cursor) {
+                return Err(IndexerError::ForkDetected {
+                    chain: chain.to_owned(),
+                    number: first.ptr.number,
+                    found: first.parent.map_or_else(|| "none".into(), |p| p.hash.to_string()),
+                    cursor,
+                });
+            }
+        }
+        let started = Instant::now();
+        let mut delays = self.backoff();
+        loop {
+            match self.store.write_batch(chain, cursor, blocks).await {
+                Ok(stats) => {
+                    metrics::histogram!("chainmux_indexer_batch_seconds", "chain" => chain.to_owned())
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("chainmux_indexer_blocks_total", "chain" => chain.to_owned())
+                        .increment(blocks.len() as u64);
+                    metrics::gauge!("chainmux_indexed_head", "chain" => chain.to_owned())
+                        .set(last.ptr.number as f64);
+                    tracing::debug!(
+                        from = first.ptr.number,
+                        to = last.ptr.number,
+                        rows = stats.rows(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "batch written"
+                    );
+                    return Ok(last.ptr);
+                }
+                Err(StoreError::Database(err)) => {
+                    let delay = delays.next().unwrap_or(self.config.retry_max);
+                    metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.to_owned(), "stage" => "write")
+                        .increment(1);
+                    warn!(%err, retry_in_ms = delay.as_millis() as u64, "batch write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(source) => return Err(IndexerError::Store { chain: chain.to_owned(), source }),
+            }
+        }
+    }
+
+    /// Produces consecutive batches from `next` on, following the head.
+    async fn fetch_loop(
+        &self,
+        mut next: u64,
+        batches: mpsc::Sender<Vec<NormalizedBlock>>,
+        cancel: CancellationToken,
+    ) -> Result<(), IndexerError> {
+        let chain = self.chain().to_owned();
+        let mut head: Option<u64> = None;
+        let mut heads_checked: Option<Instant> = None;
+        let mut delays = self.backoff();
+        let failed = |stage: &'static str| {
+            metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.clone(), "stage" => stage)
+                .increment(1)
+        };
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let stale = heads_checked.is_none_or(|at| at.elapsed() >= self.config.poll_interval);
+            if head.is_none_or(|h| next > h) || stale {
+                match self.network.heads().await {
+                    Ok(heads) => {
+                        head = Some(heads.latest);
+                        heads_checked = Some(Instant::now());
+                        metrics::gauge!("chainmux_chain_head", "chain" => chain.clone())
+                            .set(heads.latest as f64);
+                        if let Err(err) = self.store.set_heads(&chain, &heads).await {
+                            warn!(%err, "cannot record heads");
+                        }
+                    }
+                    Err(err) => {
+                        failed("heads");
+                        if !self.wait_after(&err, &mut delays, &cancel).await {
+                            return Err(IndexerError::Network { chain, source: err });
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(head) = head.filter(|h| next <= *h) else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.config.poll_interval) => continue,
+                }
+            };
+            let end = head.min(next.saturating_add(self.config.batch_size.max(1) - 1));
+            match self.network.fetch(next..=end).await {
+                Ok(blocks) => {
+                    delays = self.backoff();
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        sent = batches.send(blocks) => if sent.is_err() { return Ok(()) },
+                    }
+                    next = end + 1;
+                }
+                Err(err) => {
+                    failed("fetch");
+                    if !self.wait_after(&err, &mut delays, &cancel).await {
+                        return Err(IndexerError::Network { chain, source: err });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps before retrying a retryable error; `false` when the error is not retryable.
+    async fn wait_after(
+        &self,
+        err: &NetworkError,
+        delays: &mut impl Iterator<Item = Duration>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        if !err.is_retryable() {
+            return false;
+        }
+        let delay = delays.next().unwrap_or(self.config.retry_max);
+        warn!(%err, retry_in_ms = delay.as_millis() as u64, "chain request failed; retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        true
+    }
+}
+
+/// Periodic progress line, so a long backfill shows where it is and how fast it goes.
+struct Progress {
+    since: Instant,
+    from: Option<u64>,
+    last_report: Instant,
+}
+
+impl Progress {
+    fn new(from: Option<u64>) -> Self {
+        Self { since: Instant::now(), from, last_report: Instant::now() }
+    }
+
+    fn advance(&mut self, chain: &str, indexed: u64, config: &IndexerConfig) {
+        if self.last_report.elapsed() < config.progress_interval {
+            return;
+        }
+        self.last_report = Instant::now();
+        let done = indexed.saturating_sub(self.from.unwrap_or(config.start_block.saturating_sub(1)));
+        let rate = done as f64 / self.since.elapsed().as_secs_f64().max(1e-3);
+        info!(chain, indexed, blocks_per_s = format!("{rate:.1}"), "indexing progress");
+    }
+}
