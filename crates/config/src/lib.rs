@@ -1,1 +1,123 @@
-//! placeholder
+//! Loading and validation of the chainmux configuration file.
+//!
+//! A config is a TOML file describing the database, the gateway listener and the chains
+//! to index with their upstream RPC endpoints. [`load`] turns it into a validated
+//! [`Config`] in five steps: parse the TOML; apply `CHAINMUX_*` environment overrides;
+//! expand `${VAR}` references in strings; deserialize with key paths in type errors; and
+//! check every semantic rule, reporting all violations at once. Every error names the
+//! file and the key path, so an operator can fix a config from the message alone.
+//!
+//! Database and upstream URLs carry credentials (passwords, provider API keys). They are
+//! held in [`DatabaseUrl`] and [`UpstreamUrl`], whose `Debug`, `Display` and `Serialize`
+//! print redacted forms, so a config can be logged or printed ([`Config::redacted`])
+//! without leaking them.
+//!
+//! # Environment overrides
+//!
+//! A variable `CHAINMUX_<PATH>` sets the key at `<PATH>`, whose segments are separated by
+//! `__` and matched case-insensitively, with `-` in a key matching `_` in the name.
+//! Elements of `chains` and `upstreams` are addressed by `name` or by index:
+//!
+//! ```text
+//! CHAINMUX_DATABASE__URL=postgres://...                    database.url
+//! CHAINMUX_CHAINS__LOCAL__START_BLOCK=5                    chains[name = "local"].start_block
+//! CHAINMUX_CHAINS__0__START_BLOCK=5                        chains[0].start_block
+//! CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__URL=http://  ...upstreams[name = "anvil-a"].url
+//! ```
+//!
+//! Values that parse as an integer, float or `true`/`false` get that type; anything else
+//! is a string. Missing tables are created; addressing a missing array element is an
+//! error. [`RESERVED_ENV_VARS`] (the CLI's own `CHAINMUX_CONFIG`, `CHAINMUX_LOG`,
+//! `CHAINMUX_LOG_FORMAT`) are skipped, and so is any variable without `__` that names no
+//! top-level section, since such a variable cannot address a setting and belongs to some
+//! other tool (e.g. `CHAINMUX_TOOLS_DIR`).
+//!
+//! # Interpolation
+//!
+//! After overrides, `${NAME}` in any string value is replaced by the environment variable
+//! `NAME`, and `${NAME:-default}` falls back to `default` when `NAME` is unset or empty.
+//! `$${` produces a literal `${`. An unset variable without default is an error.
+
+mod error;
+mod interpolate;
+mod overrides;
+mod redact;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use error::{ConfigError, Problem, Result};
+pub use overrides::RESERVED_ENV_VARS;
+pub use redact::{redact_database_url, redact_url};
+pub use schema::{
+    ChainConfig, ChainKind, Config, DatabaseConfig, DatabaseUrl, GatewayConfig, RpcConfig, UpstreamConfig,
+    UpstreamUrl,
+};
+
+/// Reads, resolves and validates the config file at `path` against the process
+/// environment. Errors name the file as `path` displays.
+pub fn load(path: &Path) -> Result<Config> {
+    let origin = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: origin.clone(), source })?;
+    // `std::env::vars` panics on non-UTF-8 entries; such variables cannot be meant for
+    // us (our names are ASCII and values must be TOML strings), so skip them.
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    load_with_env(&text, &origin, &env)
+}
+
+/// Resolves and validates config `text` against `env`, which stands in for the process
+/// environment for both overrides and interpolation. `origin` names the text in errors
+/// (normally its file path).
+pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -> Result<Config> {
+    let file = || origin.to_owned();
+
+    let mut table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+        let (line, column) = err.span().map_or((0, 0), |span| line_column(text, span.start));
+        ConfigError::Syntax { file: file(), line, column, message: err.message().trim_end().to_owned() }
+    })?;
+
+    let applied = overrides::apply(&mut table, env).map_err(|err| ConfigError::Override {
+        file: file(),
+        var: err.var,
+        message: err.message,
+    })?;
+
+    interpolate::apply(&mut table, env)
+        .map_err(|problems| ConfigError::Interpolation { file: file(), problems })?;
+
+    let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
+        let key = match err.path().to_string() {
+            root if root == "." => String::new(),
+            key => key,
+        };
+        // A bad value put there by an override is best fixed at the variable, not the file.
+        let set_by = applied.iter().find(|a| is_prefix_path(&a.key, &key)).map(|a| a.var.clone());
+        ConfigError::Type { file: file(), key, message: err.inner().message().to_owned(), set_by }
+    })?;
+
+    config.validate(origin)?;
+    Ok(config)
+}
+
+/// Whether `prefix` is `path` or one of its ancestors. Not the reverse: an error at a
+/// table (e.g. a missing field) is not caused by an override of one of its keys.
+fn is_prefix_path(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}

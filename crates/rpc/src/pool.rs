@@ -102,6 +102,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 
 impl Pool {
     pub fn new(chain: impl Into<String>, upstreams: Vec<UpstreamConfig>, config: PoolConfig) -> Self {
+        // reqwest is built without a bundled crypto backend (aws-lc takes minutes to compile); ring is installed
+        // as the process default. An `Err` only means a default is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))

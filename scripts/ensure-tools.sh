@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Installs, where missing, what chainmux's tests and demo need on a Debian machine:
+#   - anvil, cast (Foundry) and solcjs, as npm packages in the tools dir
+#     ${CHAINMUX_TOOLS_DIR:-$HOME/.cache/chainmux-tools}
+#   - a local PostgreSQL on 127.0.0.1:5432 that trusts user postgres over TCP
+#     (skipped when DATABASE_URL is set or something already answers there)
+# Idempotent and quiet: installer output is only shown when a step fails.
+#
+# Usage:
+#   bash scripts/ensure-tools.sh      # install/start only
+#   source scripts/ensure-tools.sh    # also exports PATH (tools bin first) and DATABASE_URL
+
+_chainmux_tools_dir="${CHAINMUX_TOOLS_DIR:-$HOME/.cache/chainmux-tools}"
+_chainmux_default_db_url="postgres://postgres@127.0.0.1:5432/postgres"
+
+_chainmux_log() { echo "ensure-tools: $*" >&2; }
+
+# Runs a command with its output captured; prints the output only on failure.
+_chainmux_quiet() {
+    local log rc=0
+    log="$(mktemp)"
+    "$@" >"$log" 2>&1 || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        _chainmux_log "failed ($rc): $*"
+        cat "$log" >&2
+    fi
+    rm -f "$log"
+    return "$rc"
+}
+
+_chainmux_as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        _chainmux_log "need root for: $* (no sudo available)"
+        return 1
+    fi
+}
+
+_chainmux_apt_updated=0
+_chainmux_apt_install() {
+    if [[ $_chainmux_apt_updated -eq 0 ]]; then
+        _chainmux_quiet _chainmux_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        _chainmux_apt_updated=1
+    fi
+    _chainmux_log "installing $* (apt)"
+    _chainmux_quiet _chainmux_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@"
+}
+
+_chainmux_ensure_node_tools() {
+    local dir="$_chainmux_tools_dir"
+    [[ -x "$dir/node_modules/.bin/anvil" && -x "$dir/node_modules/.bin/cast" && -x "$dir/node_modules/.bin/solcjs" ]] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        _chainmux_apt_install nodejs npm
+    fi
+    mkdir -p "$dir"
+    _chainmux_log "installing anvil, cast and solcjs into $dir (npm)"
+    _chainmux_quiet npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
+        @foundry-rs/anvil-linux-amd64@1.7.1 @foundry-rs/cast-linux-amd64@1.7.1 solc@0.8.37
+}
+
+_chainmux_pg_ready() {
+    command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1
+}
+
+_chainmux_ensure_postgres() {
+    [[ -n "${DATABASE_URL:-}" ]] && return 0
+    _chainmux_pg_ready && return 0
+
+    if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+        _chainmux_apt_install postgresql
+    fi
+
+    local version
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)"
+    if [[ -z "$version" ]]; then
+        version="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)"
+    fi
+    local conf_dir="/etc/postgresql/$version/main"
+    if [[ ! -d "$conf_dir" ]]; then
+        _chainmux_quiet _chainmux_as_root pg_createcluster "$version" main
+    fi
+
+    # Trust local TCP connections (tests connect as postgres without a password).
+    _chainmux_as_root sed -i -E \
+        's#^([[:space:]]*host[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)[^[:space:]]+#\1trust#' \
+        "$conf_dir/pg_hba.conf"
+
+    if _chainmux_as_root pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+        _chainmux_quiet _chainmux_as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    else
+        _chainmux_log "starting PostgreSQL $version"
+        _chainmux_quiet _chainmux_as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    fi
+
+    local i
+    for ((i = 0; i < 60; i++)); do
+        _chainmux_pg_ready && return 0
+        sleep 0.5
+    done
+    _chainmux_log "PostgreSQL did not become ready on 127.0.0.1:5432"
+    return 1
+}
+
+_chainmux_ensure_main() {
+    _chainmux_ensure_node_tools
+    _chainmux_ensure_postgres
+}
+
+_chainmux_forget() {
+    unset -f _chainmux_log _chainmux_quiet _chainmux_as_root _chainmux_apt_install \
+        _chainmux_ensure_node_tools _chainmux_pg_ready _chainmux_ensure_postgres _chainmux_ensure_main \
+        _chainmux_forget
+    unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated
+}
+
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    # Sourced: do the work in a child bash (strict mode there cannot touch the caller's
+    # shell, and errexit works, which it would not inside an `if`), then export here.
+    if DATABASE_URL="${DATABASE_URL:-}" CHAINMUX_TOOLS_DIR="$_chainmux_tools_dir" bash "${BASH_SOURCE[0]}"; then
+        case ":$PATH:" in
+            *":$_chainmux_tools_dir/node_modules/.bin:"*) ;;
+            *) export PATH="$_chainmux_tools_dir/node_modules/.bin:$PATH" ;;
+        esac
+        export DATABASE_URL="${DATABASE_URL:-$_chainmux_default_db_url}"
+        _chainmux_forget
+        return 0
+    else
+        _chainmux_log "failed; PATH and DATABASE_URL not changed"
+        _chainmux_forget
+        return 1
+    fi
+else
+    set -euo pipefail
+    _chainmux_ensure_main
+fi
