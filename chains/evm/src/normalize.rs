@@ -101,20 +101,21 @@ pub(crate) fn normalize_block(
         let value = tx.value();
 
         // A reverted transaction moved no value; with unknown status the transfer is recorded as sent.
-        if value > U256::ZERO && status != Some(false) {
-            if let Some(recipient) = to.clone().or_else(|| contract_address.clone()) {
-                transfers.push(Transfer {
-                    tx_hash: Bytes::copy_from_slice(tx_hash.as_slice()),
-                    log_index: index,
-                    batch_index: 0,
-                    standard: TransferStandard::Native,
-                    token: None,
-                    from: from.clone(),
-                    to: recipient,
-                    amount: value,
-                    token_id: None,
-                });
-            }
+        if value > U256::ZERO
+            && status != Some(false)
+            && let Some(recipient) = to.clone().or_else(|| contract_address.clone())
+        {
+            transfers.push(Transfer {
+                tx_hash: Bytes::copy_from_slice(tx_hash.as_slice()),
+                log_index: index,
+                batch_index: 0,
+                standard: TransferStandard::Native,
+                token: None,
+                from: from.clone(),
+                to: recipient,
+                amount: value,
+                token_id: None,
+            });
         }
         if let Some(receipt) = receipt {
             for log in receipt.inner.inner.logs() {

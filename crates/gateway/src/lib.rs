@@ -1,1 +1,140 @@
-//! placeholder
+//! The HTTP face of chainmux (axum): REST queries over the indexed data, a JSON-RPC proxy onto the chains' upstream
+//! pools, health and readiness probes, Prometheus metrics.
+//!
+//! Routers are built by [`router`] from an [`AppState`]; the binary serves it, tests drive it with `oneshot`.
+
+mod error;
+mod metrics_layer;
+mod params;
+mod render;
+mod routes;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use chainmux_core::ChainSpec;
+use chainmux_rpc::Pool;
+use chainmux_store::Store;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::trace::TraceLayer;
+
+pub use error::AppError;
+
+/// Gateway limits from the config.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most elements of one JSON-RPC batch.
+    pub max_batch_size: usize,
+    /// Largest `limit` of a REST page.
+    pub max_page_size: u32,
+    /// `limit` when the request gives none.
+    pub default_page_size: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 1 << 20, max_batch_size: 100, max_page_size: 1000, default_page_size: 100 }
+    }
+}
+
+/// A chain the gateway serves: its identity and the upstream pool shared with the indexer.
+#[derive(Debug, Clone)]
+pub struct ChainHandle {
+    pub spec: ChainSpec,
+    pub pool: Arc<Pool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    chains: BTreeMap<String, ChainHandle>,
+    config: GatewayConfig,
+    draining: AtomicBool,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(store: Store, chains: Vec<ChainHandle>, config: GatewayConfig) -> Self {
+        let chains = chains.into_iter().map(|c| (c.spec.name.clone(), c)).collect();
+        let inner =
+            Inner { store, chains, config, draining: AtomicBool::new(false), metrics: metrics_handle() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// From now on `/ready` answers 503, so load balancers stop sending new work before the listener closes.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    fn chain(&self, name: &str) -> Result<&ChainHandle, AppError> {
+        self.inner.chains.get(name).ok_or_else(|| AppError::NotFound(format!("unknown chain {name:?}")))
+    }
+}
+
+/// The process-wide Prometheus recorder; installed on first use so every crate's `metrics::` calls land in it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets =
+                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let builder = PrometheusBuilder::new();
+            let builder =
+                builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets).unwrap_or_else(
+                    // Only an empty bucket list is rejected, and the list above is not empty.
+                    |_| PrometheusBuilder::new(),
+                );
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (in tests); metrics then go there, the handle stays valid.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Deadline for the readiness probe's database round trip.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .route("/v1/chains", get(routes::chains))
+        .route("/v1/chains/{chain}/blocks/{id}", get(routes::block))
+        .route("/v1/chains/{chain}/transactions/{hash}", get(routes::transaction))
+        .route("/v1/chains/{chain}/transfers", get(routes::transfers))
+        .route("/v1/chains/{chain}/logs", get(routes::logs))
+        .route("/rpc/{chain}", post(routes::rpc))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(metrics_layer::track))
+        .layer(TraceLayer::new_for_http().make_span_with(metrics_layer::make_span))
+        .with_state(state)
+}

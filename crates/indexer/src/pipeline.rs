@@ -151,15 +151,15 @@ impl Indexer {
                 source: NetworkError::Inconsistent("empty first batch".into()),
             });
         };
-        if let Some(cursor) = cursor {
-            if first.parent != Some(cursor) {
-                return Err(IndexerError::ForkDetected {
-                    chain: chain.to_owned(),
-                    number: first.ptr.number,
-                    found: first.parent.map_or_else(|| "none".into(), |p| p.hash.to_string()),
-                    cursor,
-                });
-            }
+        if let Some(cursor) = cursor
+            && first.parent != Some(cursor)
+        {
+            return Err(IndexerError::ForkDetected {
+                chain: chain.to_owned(),
+                number: first.ptr.number,
+                found: first.parent.map_or_else(|| "none".into(), |p| p.hash.to_string()),
+                cursor,
+            });
         }
         let started = Instant::now();
         let mut delays = self.backoff();

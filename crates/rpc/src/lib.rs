@@ -12,5 +12,7 @@ mod pool;
 mod upstream;
 
 pub use error::{JsonRpcError, RpcError};
-pub use pool::{HeadProbe, IdentityCheck, Pool, PoolConfig, UpstreamConfig, is_write_method};
+pub use pool::{
+    HeadProbe, IdentityCheck, IdentityVerifier, Pool, PoolConfig, UpstreamConfig, is_write_method,
+};
 pub use upstream::{UpstreamState, UpstreamStatus};

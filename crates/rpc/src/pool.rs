@@ -47,12 +47,14 @@ pub struct UpstreamConfig {
     pub url: Url,
 }
 
+/// Judges an identity answer: `Err(reason)` excludes the upstream with that reason.
+pub type IdentityVerifier = Box<dyn Fn(&RawValue) -> Result<(), String> + Send + Sync>;
+
 /// How the adapter proves an upstream serves the configured chain (e.g. `eth_chainId` equals the config's).
 pub struct IdentityCheck {
     pub method: String,
     pub params: Box<RawValue>,
-    /// `Err(reason)` excludes the upstream with that reason.
-    pub verify: Box<dyn Fn(&RawValue) -> Result<(), String> + Send + Sync>,
+    pub verify: IdentityVerifier,
 }
 
 impl std::fmt::Debug for IdentityCheck {

@@ -72,13 +72,13 @@ fn check_continuity(chain: &str, expected: Option<BlockPtr>, blocks: &[Normalize
     let discontinuous = |reason: String| StoreError::Discontinuous { chain: chain.to_owned(), reason };
     let mut previous = expected;
     for block in blocks {
-        if let Some(prev) = previous {
-            if block.parent != Some(prev) {
-                return Err(discontinuous(format!(
-                    "block {} has parent {:?}, expected {} {}",
-                    block.ptr.number, block.parent, prev.number, prev.hash
-                )));
-            }
+        if let Some(prev) = previous
+            && block.parent != Some(prev)
+        {
+            return Err(discontinuous(format!(
+                "block {} has parent {:?}, expected {} {}",
+                block.ptr.number, block.parent, prev.number, prev.hash
+            )));
         }
         previous = Some(block.ptr);
     }

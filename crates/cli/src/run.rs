@@ -1,0 +1,157 @@
+//! `chainmux run`: start-up, serving, and graceful shutdown.
+
+use anyhow::Context;
+use chainmux_config::Config;
+use chainmux_gateway::{AppState, ChainHandle, GatewayConfig};
+use chainmux_indexer::{Indexer, IndexerConfig};
+use chainmux_store::Store;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::chains;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Roles {
+    pub(crate) indexer: bool,
+    pub(crate) gateway: bool,
+}
+
+pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
+    // Installed before any metric is recorded, so start-up metrics are kept too.
+    chainmux_gateway::metrics_handle();
+    let store = Store::connect(config.database.url.expose_secret(), config.database.max_connections)
+        .await
+        .context("connecting to the database (database.url)")?;
+    store.migrate().await.context("applying migrations")?;
+
+    let shutdown = CancellationToken::new();
+    let chains = config.chains.iter().map(chains::build).collect::<anyhow::Result<Vec<_>>>()?;
+    for chain in &chains {
+        chain.pool.verify_all().await;
+        chain.pool.spawn_monitor(shutdown.child_token());
+        for upstream in chain.pool.statuses() {
+            info!(chain = %chain.spec.name, upstream = %upstream.name, state = upstream.state, reason = ?upstream.reason, "upstream checked");
+        }
+    }
+
+    let mut indexers = JoinSet::new();
+    if roles.indexer {
+        for (chain, chain_config) in chains.iter().zip(&config.chains) {
+            let indexer_config = IndexerConfig {
+                start_block: chain_config.start_block,
+                batch_size: chain_config.batch_size,
+                poll_interval: chain_config.poll_interval(),
+                ..IndexerConfig::default()
+            };
+            let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);
+            let name = chain.spec.name.clone();
+            let cancel = shutdown.child_token();
+            indexers.spawn(async move { (name, indexer.run(cancel).await) });
+        }
+    }
+
+    let gateway = if roles.gateway {
+        let handles = chains
+            .iter()
+            .map(|c| ChainHandle { spec: c.spec.clone(), pool: c.pool.clone() })
+            .collect::<Vec<_>>();
+        let gateway_config = GatewayConfig {
+            max_body_bytes: config.gateway.max_body_bytes,
+            max_batch_size: config.gateway.max_batch_size,
+            max_page_size: u32::try_from(config.gateway.max_page_size).unwrap_or(u32::MAX),
+            ..GatewayConfig::default()
+        };
+        let state = AppState::new(store.clone(), handles, gateway_config);
+        let listen = config.gateway.listen_addr().context("gateway.listen")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding gateway.listen {listen}"))?;
+        info!(%listen, "gateway listening");
+        let router = chainmux_gateway::router(state.clone());
+        let stop = shutdown.clone();
+        Some((
+            state,
+            tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            }),
+        ))
+    } else {
+        None
+    };
+
+    let drain_delay = config.gateway.drain_delay();
+    let mut failed = false;
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => {
+                info!("shutdown requested; draining");
+                if let Some((state, _)) = &gateway {
+                    state.start_draining();
+                    tokio::time::sleep(drain_delay).await;
+                }
+                break;
+            }
+            Some(joined) = indexers.join_next(), if !indexers.is_empty() => {
+                failed |= report(joined);
+                if indexers.is_empty() && gateway.is_none() {
+                    warn!("every indexer stopped and no gateway is running; exiting");
+                    break;
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    while let Some(joined) = indexers.join_next().await {
+        failed |= report(joined);
+    }
+    if let Some((_, server)) = gateway {
+        server.await.context("gateway task")?.context("serving HTTP")?;
+    }
+    info!("stopped");
+    if failed && !roles.gateway {
+        anyhow::bail!("an indexer failed");
+    }
+    Ok(())
+}
+
+/// Logs how an indexer task ended; `true` if it failed.
+fn report(
+    joined: Result<(String, Result<(), chainmux_indexer::IndexerError>), tokio::task::JoinError>,
+) -> bool {
+    match joined {
+        Ok((_, Ok(()))) => false,
+        Ok((chain, Err(err))) => {
+            error!(%chain, %err, "indexer ended with an error");
+            true
+        }
+        Err(err) => {
+            error!(%err, "indexer task panicked");
+            true
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

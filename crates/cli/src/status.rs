@@ -1,0 +1,50 @@
+//! `chainmux status`: the gateway's `/v1/chains` as a terminal table.
+
+use anyhow::Context;
+use serde_json::Value;
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) async fn print(base: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/chains", base.trim_end_matches('/'));
+    let body: Value = reqwest::get(&url)
+        .await
+        .with_context(|| format!("requesting {url}"))?
+        .error_for_status()
+        .with_context(|| format!("requesting {url}"))?
+        .bytes()
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| serde_json::from_slice(&bytes).context("decoding /v1/chains"))?;
+    let chains = body["chains"].as_array().cloned().unwrap_or_default();
+    println!("{:<16} {:>12} {:>12} {:>12} {:>8}", "CHAIN", "HEAD", "INDEXED", "FINALIZED", "LAG");
+    for chain in &chains {
+        println!(
+            "{:<16} {:>12} {:>12} {:>12} {:>8}",
+            cell(&chain["name"]),
+            cell(&chain["head"]),
+            cell(&chain["indexed_head"]["number"]),
+            cell(&chain["finalized"]),
+            cell(&chain["lag"]),
+        );
+        for upstream in chain["upstreams"].as_array().into_iter().flatten() {
+            let latency =
+                upstream["latency_ms"].as_f64().map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms"));
+            println!(
+                "  {:<14} {:<9} head {:>10} latency {:>9} {}",
+                cell(&upstream["name"]),
+                cell(&upstream["state"]),
+                cell(&upstream["head"]),
+                latency,
+                upstream["reason"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Every REST error: JSON `{"error": {"code", "message", "field"?}}` with a matching status. Internal details are
+/// logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] chainmux_store::StoreError),
+}
+
+impl AppError {
+    pub(crate) fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest { field: field.into(), message: message.into() }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            Self::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(field.clone())),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
+        };
+        let message = match &self {
+            Self::Store(err) => {
+                tracing::error!(%err, "store error while serving a request");
+                "the index store is unavailable".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}

@@ -1,0 +1,149 @@
+//! Strict parsing of path and query parameters: every rejection names the offending field.
+
+use chainmux_store::{LogKey, TransferKey};
+
+use crate::AppError;
+
+/// Query parameters of one request, checked against the names the endpoint accepts.
+pub(crate) struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Rejects unknown and repeated parameters, so a typo (`fromBlock`) is an error instead of a silently ignored
+    /// filter.
+    pub(crate) fn parse(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, AppError> {
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                return Err(AppError::bad(
+                    name.clone(),
+                    format!("unknown parameter; accepted: {}", allowed.join(", ")),
+                ));
+            }
+            if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(AppError::bad(name.clone(), "parameter given more than once"));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn block(&self, name: &'static str) -> Result<Option<i64>, AppError> {
+        self.get(name).map(|v| block_number(name, v)).transpose()
+    }
+
+    pub(crate) fn hex(&self, name: &'static str, len: usize) -> Result<Option<Vec<u8>>, AppError> {
+        self.get(name).map(|v| hex_bytes(name, v, len)).transpose()
+    }
+
+    pub(crate) fn limit(&self, default: u32, max: u32) -> Result<u32, AppError> {
+        let Some(text) = self.get("limit") else { return Ok(default) };
+        match text.parse::<u32>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(AppError::bad("limit", format!("must be an integer from 1 to {max}"))),
+        }
+    }
+
+    /// `from_block` and `to_block`, checked for order.
+    pub(crate) fn block_range(&self) -> Result<(Option<i64>, Option<i64>), AppError> {
+        let (from, to) = (self.block("from_block")?, self.block("to_block")?);
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Err(AppError::bad("to_block", "must not be below from_block"));
+        }
+        Ok((from, to))
+    }
+}
+
+/// A block height: a decimal number, or a `0x` quantity.
+pub(crate) fn block_number(field: &str, text: &str) -> Result<i64, AppError> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => text.parse::<i64>().ok(),
+    };
+    parsed.filter(|n| *n >= 0).ok_or_else(|| AppError::bad(field, "must be a non-negative block number"))
+}
+
+/// `0x`-prefixed hex of exactly `len` bytes, either case.
+pub(crate) fn hex_bytes(field: &str, text: &str, len: usize) -> Result<Vec<u8>, AppError> {
+    let invalid = || AppError::bad(field, format!("must be 0x-prefixed hex of {len} bytes"));
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).ok_or_else(invalid)?;
+    let bytes = alloy::hex::decode(digits).map_err(|_| invalid())?;
+    if bytes.len() != len {
+        return Err(invalid());
+    }
+    Ok(bytes)
+}
+
+/// Cursors are the sort key of the last row of a page, dot-separated; opaque to clients.
+pub(crate) fn encode_transfer_cursor(key: &TransferKey) -> String {
+    format!("{}.{}.{}.{}", key.block_number, key.log_index, key.batch_index, key.standard)
+}
+
+pub(crate) fn decode_transfer_cursor(text: &str) -> Result<TransferKey, AppError> {
+    let invalid = || AppError::bad("cursor", "not a cursor returned by this endpoint");
+    let mut parts = text.split('.');
+    let key = TransferKey {
+        block_number: parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?,
+        log_index: parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?,
+        batch_index: parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?,
+        standard: parts
+            .next()
+            .filter(|s| chainmux_core::TransferStandard::parse(s).is_some())
+            .ok_or_else(invalid)?
+            .to_owned(),
+    };
+    if parts.next().is_some() {
+        return Err(invalid());
+    }
+    Ok(key)
+}
+
+pub(crate) fn encode_log_cursor(key: &LogKey) -> String {
+    format!("{}.{}", key.block_number, key.log_index)
+}
+
+pub(crate) fn decode_log_cursor(text: &str) -> Result<LogKey, AppError> {
+    let invalid = || AppError::bad("cursor", "not a cursor returned by this endpoint");
+    let (block, log) = text.split_once('.').ok_or_else(invalid)?;
+    Ok(LogKey {
+        block_number: block.parse().map_err(|_| invalid())?,
+        log_index: log.parse().map_err(|_| invalid())?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let key = TransferKey { block_number: 12, log_index: 3, batch_index: 1, standard: "erc1155".into() };
+        assert_eq!(decode_transfer_cursor(&encode_transfer_cursor(&key)).ok(), Some(key));
+        assert!(decode_transfer_cursor("12.3.1.erc777").is_err());
+        assert!(decode_transfer_cursor("12.3").is_err());
+        let log = LogKey { block_number: 5, log_index: 9 };
+        assert_eq!(decode_log_cursor(&encode_log_cursor(&log)).ok(), Some(log));
+        assert!(decode_log_cursor("x.1").is_err());
+    }
+
+    #[test]
+    fn hex_accepts_either_case_and_exact_length() {
+        assert_eq!(hex_bytes("a", "0xABcd", 2).ok(), Some(vec![0xab, 0xcd]));
+        assert!(hex_bytes("a", "abcd", 2).is_err());
+        assert!(hex_bytes("a", "0xabcd", 3).is_err());
+        assert!(hex_bytes("a", "0xzz", 1).is_err());
+    }
+
+    #[test]
+    fn block_numbers() {
+        assert_eq!(block_number("n", "42").ok(), Some(42));
+        assert_eq!(block_number("n", "0x2a").ok(), Some(42));
+        assert!(block_number("n", "-1").is_err());
+        assert!(block_number("n", "latest").is_err());
+    }
+}
