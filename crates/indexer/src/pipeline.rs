@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -56,6 +57,8 @@ pub struct Indexer {
     network: Arc<dyn Network>,
     store: Store,
     config: IndexerConfig,
+    /// Latest head seen by the fetcher, for progress reports.
+    head: AtomicU64,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -72,7 +75,7 @@ const PIPELINE_DEPTH: usize = 2;
 
 impl Indexer {
     pub fn new(network: Arc<dyn Network>, store: Store, config: IndexerConfig) -> Self {
-        Self { network, store, config }
+        Self { network, store, config, head: AtomicU64::new(0) }
     }
 
     fn chain(&self) -> &str {
@@ -124,7 +127,7 @@ impl Indexer {
             match this.write(cursor, &blocks).await {
                 Ok(written) => {
                     cursor = Some(written);
-                    progress.advance(&chain, written.number, &this.config);
+                    progress.advance(&chain, written.number, this.head.load(Ordering::Relaxed), &this.config);
                 }
                 Err(err) => break Err(err),
             }
@@ -217,6 +220,7 @@ impl Indexer {
                 match self.network.heads().await {
                     Ok(heads) => {
                         head = Some(heads.latest);
+                        self.head.store(heads.latest, Ordering::Relaxed);
                         heads_checked = Some(Instant::now());
                         metrics::gauge!("chainmux_chain_head", "chain" => chain.clone())
                             .set(heads.latest as f64);
@@ -291,13 +295,23 @@ impl Progress {
         Self { since: Instant::now(), from, last_report: Instant::now() }
     }
 
-    fn advance(&mut self, chain: &str, indexed: u64, config: &IndexerConfig) {
+    fn advance(&mut self, chain: &str, indexed: u64, head: u64, config: &IndexerConfig) {
         if self.last_report.elapsed() < config.progress_interval {
             return;
         }
         self.last_report = Instant::now();
         let done = indexed.saturating_sub(self.from.unwrap_or(config.start_block.saturating_sub(1)));
         let rate = done as f64 / self.since.elapsed().as_secs_f64().max(1e-3);
-        info!(chain, indexed, blocks_per_s = format!("{rate:.1}"), "indexing progress");
+        let remaining = head.saturating_sub(indexed);
+        let eta_s = if rate > 0.0 { (remaining as f64 / rate).round() as u64 } else { 0 };
+        info!(
+            chain,
+            indexed,
+            head,
+            remaining,
+            blocks_per_s = format!("{rate:.1}"),
+            eta_s,
+            "indexing progress"
+        );
     }
 }
