@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 async fn wait_for_cursor(store: &Store, at_least: u64) -> chainmux_core::BlockPtr {
     for _ in 0..300 {
-        if let Some(cursor) = store.cursor("fork").await.expect("cursor") {
-            if cursor.number >= at_least {
-                return cursor;
-            }
+        if let Some(cursor) = store.cursor("fork").await.expect("cursor")
+            && cursor.number >= at_least
+        {
+            return cursor;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
