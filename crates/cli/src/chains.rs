@@ -32,7 +32,7 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     match config.kind {
-        chainmux_config::ChainKind::Evm => {
+        ChainKind::Evm => {
             let spec =
                 ChainSpec { name: config.name.clone(), kind: ChainKind::Evm, chain_id: config.chain_id };
             let pool = Arc::new(EvmNetwork::pool(&spec, upstreams, pool_config));

@@ -115,28 +115,8 @@ impl GatewayConfig {
     }
 }
 
-/// The family of a chain, which selects the indexer and RPC implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChainKind {
-    /// Ethereum-compatible JSON-RPC chain.
-    Evm,
-}
-
-impl ChainKind {
-    /// The name used in the config file, e.g. `"evm"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Evm => "evm",
-        }
-    }
-}
-
-impl fmt::Display for ChainKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The family of a chain, which selects the adapter; one vocabulary with the rest of chainmux.
+pub use chainmux_core::ChainKind;
 
 /// One `[[chains]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,10 +11,17 @@ pub enum ChainKind {
 }
 
 impl ChainKind {
+    /// The name used in configs and the `chains` table, e.g. `"evm"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Evm => "evm",
         }
+    }
+}
+
+impl std::fmt::Display for ChainKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
