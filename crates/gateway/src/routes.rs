@@ -101,7 +101,8 @@ pub(crate) async fn block(
     Path((chain, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let stored = chain_state(&state, &chain).await?;
-    let row = if id.len() == 66 && id.starts_with("0x") {
+    // A `0x` id is a block hash; heights are decimal. A short `0x` id is a truncated hash, not a quantity.
+    let row = if id.starts_with("0x") || id.starts_with("0X") {
         let hash = params::hex_bytes("id", &id, 32)?;
         state.store().block_by_hash(&chain, &hash).await?
     } else {
