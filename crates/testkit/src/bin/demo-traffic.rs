@@ -31,9 +31,17 @@ async fn main() {
     let multi = eth.deploy(owner, contracts::TEST_MULTI).await;
     let ether = U256::from(10).pow(U256::from(18));
     for account in &accounts {
-        eth.send(owner, Some(token), contracts::erc20_mint(*account, ether * U256::from(1_000_000)), U256::ZERO).await;
+        eth.send(
+            owner,
+            Some(token),
+            contracts::erc20_mint(*account, ether * U256::from(1_000_000)),
+            U256::ZERO,
+        )
+        .await;
     }
-    println!("demo-traffic: DEMO token {token}, NFT {nft}, multi-token {multi}; sending transfers every {interval_ms} ms");
+    println!(
+        "demo-traffic: DEMO token {token}, NFT {nft}, multi-token {multi}; sending transfers every {interval_ms} ms"
+    );
 
     let mut round: u64 = 0;
     loop {
@@ -42,7 +50,8 @@ async fn main() {
         let amount = ether * U256::from(1 + round % 50);
         eth.submit(from, Some(token), contracts::erc20_transfer(to, amount), U256::ZERO, None).await;
         if round % 3 == 0 {
-            eth.submit(from, Some(to), Bytes::new(), U256::from(round + 1) * ether / U256::from(100), None).await;
+            eth.submit(from, Some(to), Bytes::new(), U256::from(round + 1) * ether / U256::from(100), None)
+                .await;
         }
         if round % 5 == 0 {
             eth.submit(owner, Some(nft), contracts::nft_mint(to, U256::from(round)), U256::ZERO, None).await;
@@ -50,7 +59,8 @@ async fn main() {
         if round % 7 == 0 {
             let ids = vec![U256::from(1), U256::from(2), U256::from(3)];
             let amounts = vec![U256::from(10), U256::from(20), U256::from(round + 1)];
-            eth.submit(owner, Some(multi), contracts::multi_mint_batch(to, ids, amounts), U256::ZERO, None).await;
+            eth.submit(owner, Some(multi), contracts::multi_mint_batch(to, ids, amounts), U256::ZERO, None)
+                .await;
         }
         round += 1;
         if round % 20 == 0 {
