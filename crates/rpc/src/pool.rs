@@ -269,6 +269,11 @@ impl Pool {
             let upstream = &self.upstreams[order[attempt % order.len()]];
             if attempt >= order.len() {
                 let hint = last_error.as_ref().and_then(RpcError::backoff_hint).unwrap_or_default();
+                // A Retry-After beyond the longest backoff ends the call with that error: sleeping as long as a
+                // remote header says would hold the caller (a gateway client, the indexer) for any length of time.
+                if hint > self.config.backoff_max {
+                    break;
+                }
                 let delay = backoff.next().unwrap_or(self.config.backoff_max).max(hint);
                 metrics::counter!("chainmux_upstream_retries_total", "chain" => self.chain.clone())
                     .increment(1);
