@@ -98,6 +98,18 @@ async fn main() {
         ..IndexerConfig::default()
     };
 
+    // Baseline: the same fetches and normalization without the database, to show where the time goes.
+    let started = Instant::now();
+    let mut fetched_logs = 0usize;
+    let mut from_block = 0;
+    while from_block <= head {
+        let to_block = head.min(from_block + args.batch_size - 1);
+        let blocks = network.fetch(from_block..=to_block).await.expect("fetch");
+        fetched_logs += blocks.iter().map(|b| b.logs.len()).sum::<usize>();
+        from_block = to_block + 1;
+    }
+    let fetch_elapsed = started.elapsed().as_secs_f64();
+
     let cancel = CancellationToken::new();
     let indexer = tokio::spawn(Indexer::new(network, store.clone(), config).run(cancel.clone()));
     let started = Instant::now();
@@ -134,6 +146,11 @@ async fn main() {
     println!("  logs/s      {:>10.0}", logs / elapsed);
     println!("  transfers/s {:>10.0}", transfers / elapsed);
     println!("  rows/s      {:>10.0}", rows / elapsed);
+    println!(
+        "  fetch + normalize only (no database): {:.2}s, {:.0} logs/s",
+        fetch_elapsed,
+        fetched_logs as f64 / fetch_elapsed
+    );
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS    {rss:>10.1} MiB (bench process: indexer + chain builder)");
     }
