@@ -1,0 +1,541 @@
+//! Helpers of the end-to-end tests: config files, the `chainmux` process, HTTP and JSON-RPC calls, database rows
+//! and the little hex arithmetic the tests need to decode events independently of the code under test.
+
+// Every test binary that includes this module uses a different subset of it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs::File;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// How long a `chainmux run` may take to answer `/health` after start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline of [`Chainmux::wait_indexed`].
+pub const INDEX_TIMEOUT: Duration = Duration::from_secs(40);
+/// How often conditions are polled.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Attempts at starting on a fresh port when another process took the one picked meanwhile.
+const PORT_ATTEMPTS: usize = 3;
+/// Environment variables never passed to a spawned `chainmux`: they would change its config or its HTTP routing.
+const SCRUBBED_ENV: &[&str] =
+    &["DATABASE_URL", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "chainmux-e2e-{label}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+    dir
+}
+
+/// A `Command` for the binary under test, with an environment that cannot leak into its config.
+pub fn chainmux_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chainmux"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("CHAINMUX_") || SCRUBBED_ENV.contains(&n)) {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_COLOR", "1").stdin(Stdio::null());
+    command
+}
+
+/// A TOML basic string holding `text` (JSON string escapes are valid TOML).
+fn toml_string(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// What goes into the config file of one `chainmux run`: one EVM chain with its upstreams.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub chain: String,
+    pub chain_id: u64,
+    /// `(name, url)` in configured order.
+    pub upstreams: Vec<(String, String)>,
+    pub batch_size: u64,
+    pub poll_interval_ms: u64,
+    pub probe_interval_ms: u64,
+    pub request_timeout_ms: u64,
+    pub drain_delay_ms: u64,
+}
+
+impl Config {
+    /// Chain `local`, id 31337 (anvil's default), fast polling and probing, a short drain.
+    pub fn new(database_url: &str, upstreams: &[(&str, &str)]) -> Config {
+        Config {
+            database_url: database_url.to_owned(),
+            chain: "local".to_owned(),
+            chain_id: 31337,
+            upstreams: upstreams.iter().map(|(n, u)| ((*n).to_owned(), (*u).to_owned())).collect(),
+            batch_size: 50,
+            poll_interval_ms: 100,
+            probe_interval_ms: 200,
+            request_timeout_ms: 5000,
+            drain_delay_ms: 100,
+        }
+    }
+
+    pub fn toml(&self, listen: &str) -> String {
+        let mut text = format!(
+            "[database]\nurl = {}\nmax_connections = 5\n\n\
+             [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
+             [[chains]]\nname = {}\nkind = \"evm\"\nchain_id = {}\nstart_block = 0\nbatch_size = {}\n\
+             poll_interval_ms = {}\n\n\
+             [chains.rpc]\nrequest_timeout_ms = {}\nprobe_interval_ms = {}\nbackoff_min_ms = 20\n\
+             backoff_max_ms = 200\n",
+            toml_string(&self.database_url),
+            toml_string(listen),
+            self.drain_delay_ms,
+            toml_string(&self.chain),
+            self.chain_id,
+            self.batch_size,
+            self.poll_interval_ms,
+            self.request_timeout_ms,
+            self.probe_interval_ms,
+        );
+        for (name, url) in &self.upstreams {
+            text.push_str(&format!(
+                "\n[[chains.upstreams]]\nname = {}\nurl = {}\n",
+                toml_string(name),
+                toml_string(url)
+            ));
+        }
+        text
+    }
+}
+
+/// One `chainmux run` process with its own config file, log file and port; SIGKILLed on drop. When the test is
+/// failing, the drop prints the process's log so the failure can be understood from the test output alone.
+#[derive(Debug)]
+pub struct Chainmux {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub port: u16,
+    pub chain: String,
+    dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+}
+
+impl Chainmux {
+    /// Writes the config, starts `chainmux run` on a free port and waits until `/health` answers.
+    pub async fn start(config: &Config) -> Chainmux {
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let mut process = Chainmux::spawn(config);
+            match process.wait_healthy().await {
+                Ok(()) => return process,
+                // Another test took the port between `free_port` and our bind: try another one.
+                Err(log) if log.contains("binding gateway.listen") => last = Some(process),
+                Err(log) => panic!("chainmux did not start:\n{log}"),
+            }
+        }
+        let log = last.map(|p| p.log()).unwrap_or_default();
+        panic!("chainmux could not bind a port in {PORT_ATTEMPTS} attempts:\n{log}");
+    }
+
+    /// Writes the config and starts `chainmux run` on a free port without waiting for anything.
+    pub fn spawn(config: &Config) -> Chainmux {
+        let port = chainmux_testkit::free_port();
+        let dir = temp_dir("run");
+        let config_path = dir.join("chainmux.toml");
+        std::fs::write(&config_path, config.toml(&format!("127.0.0.1:{port}")))
+            .unwrap_or_else(|err| panic!("cannot write {}: {err}", config_path.display()));
+        let log_path = dir.join("chainmux.log");
+        let log = File::create(&log_path)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", log_path.display()));
+        let stdout = log.try_clone().unwrap_or_else(|err| panic!("cannot duplicate the log handle: {err}"));
+        let child = chainmux_command()
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("CHAINMUX_LOG", "info,sqlx=warn")
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start chainmux: {err}"));
+        Chainmux {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            chain: config.chain.clone(),
+            dir,
+            log_path,
+            child: Some(child),
+            exit: None,
+        }
+    }
+
+    /// Process id of the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_else(|| panic!("chainmux is not running"))
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has exited (reaping it).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.exit = Some(status);
+            self.child = None;
+        }
+        self.exit
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGKILL, then reap. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            self.exit = child.wait().ok();
+        }
+    }
+
+    /// Sends SIGTERM (through `kill(1)`; the crate forbids `unsafe`, so no `libc::kill`).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run kill(1): {err}"));
+        assert!(status.success(), "kill -TERM {} failed: {status}", self.pid());
+    }
+
+    /// Panics with the log when the process has exited.
+    fn assert_alive(&mut self, waiting_for: &str) {
+        if let Some(status) = self.exited() {
+            panic!("chainmux exited ({status}) while waiting for {waiting_for}; log:\n{}", self.log());
+        }
+    }
+
+    /// `Err(log)` when the process exits or `/health` does not answer within [`START_TIMEOUT`].
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let url = format!("{}/health", self.base);
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(format!("exited with {status}:\n{}", self.log()));
+            }
+            if let Ok((200, _)) = get(&url).await {
+                // Make sure it is our process that answered, not another one that owns the port.
+                if self.exited().is_none() {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!("no answer on {url} within {START_TIMEOUT:?}:\n{}", self.log()));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`, which must answer 200 with JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        json_get(&self.url(path)).await
+    }
+
+    /// This chain's entry of `/v1/chains`.
+    pub async fn chain_view(&self) -> Value {
+        let body = self.get_json("/v1/chains").await;
+        body["chains"]
+            .as_array()
+            .and_then(|chains| chains.iter().find(|c| c["name"] == self.chain.as_str()))
+            .cloned()
+            .unwrap_or_else(|| panic!("/v1/chains has no chain {:?}: {body}", self.chain))
+    }
+
+    /// Polls until `check` returns `Some`, failing (with the log) after `timeout` or when the process exits.
+    pub async fn wait_for<T, F, Fut>(&mut self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            self.assert_alive(what);
+            if let Some(value) = check().await {
+                return value;
+            }
+            if started.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the log has a line containing `needle`; returns that line.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            self.assert_alive(needle);
+            if started.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for a log line with {needle:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `/v1/chains` reports `indexed_head.number >= number`; returns the chain's view then.
+    pub async fn wait_indexed(&mut self, number: u64) -> Value {
+        self.wait_indexed_within(number, INDEX_TIMEOUT).await
+    }
+
+    pub async fn wait_indexed_within(&mut self, number: u64, timeout: Duration) -> Value {
+        let base = self.base.clone();
+        let chain = self.chain.clone();
+        let mut last = Value::Null;
+        let what = format!("indexed_head >= {number}");
+        let started = Instant::now();
+        loop {
+            self.assert_alive(&what);
+            if let Ok((200, body)) = get(&format!("{base}/v1/chains")).await
+                && let Some(view) = serde_json::from_str::<Value>(&body).ok().and_then(|b| {
+                    b["chains"].as_array()?.iter().find(|c| c["name"] == chain.as_str()).cloned()
+                })
+            {
+                if view["indexed_head"]["number"].as_u64().is_some_and(|n| n >= number) {
+                    return view;
+                }
+                last = view;
+            }
+            if started.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}; last /v1/chains entry: {last}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `POST /rpc/{chain}` with `body`; the answer must be 200 with JSON.
+    pub async fn rpc(&self, body: &Value) -> Value {
+        let url = self.url(&format!("/rpc/{}", self.chain));
+        let response = http()
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST {url}: {err}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_else(|err| panic!("POST {url}: reading the body: {err}"));
+        assert_eq!(status, 200, "POST {url} {body}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("POST {url}: not JSON ({err}): {text}"))
+    }
+}
+
+impl Drop for Chainmux {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail = log.len().saturating_sub(30_000);
+            let tail = log.get(log.ceil_char_boundary(tail)..).unwrap_or_default();
+            eprintln!(
+                "----- chainmux log ({} , {}; last {} bytes) -----\n{tail}\n----- end of chainmux log -----",
+                self.base,
+                self.dir.display(),
+                tail.len()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An HTTP client that never goes through a proxy.
+pub fn http() -> reqwest::Client {
+    chainmux_testkit::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap_or_else(|err| panic!("cannot build an HTTP client: {err}"))
+}
+
+/// `GET url`: status and body, or the transport error.
+pub async fn get(url: &str) -> Result<(u16, String), reqwest::Error> {
+    let response = http().get(url).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// `GET url`, which must answer 200 with a JSON body.
+pub async fn json_get(url: &str) -> Value {
+    let (status, text) = get(url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    assert_eq!(status, 200, "GET {url}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("GET {url}: not JSON ({err}): {text}"))
+}
+
+/// Follows `next_cursor` from `path` (with or without a query string) to the last page, `limit` items a page;
+/// returns every item and the number of pages. Every page but the last must be full.
+pub async fn collect_pages(chainmux: &Chainmux, path: &str, limit: usize) -> (Vec<Value>, usize) {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => format!("{path}{separator}limit={limit}&cursor={cursor}"),
+            None => format!("{path}{separator}limit={limit}"),
+        };
+        let page = chainmux.get_json(&url).await;
+        pages += 1;
+        assert!(pages < 100_000, "pagination does not end");
+        let batch = page["items"].as_array().unwrap_or_else(|| panic!("{url}: no items: {page}"));
+        assert!(batch.len() <= limit, "{url}: {} items, limit {limit}", batch.len());
+        items.extend(batch.iter().cloned());
+        match &page["next_cursor"] {
+            Value::Null => return (items, pages),
+            Value::String(next) => {
+                assert_eq!(batch.len(), limit, "{url}: a page with a next_cursor is not full");
+                assert!(
+                    next.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+                    "cursor {next:?} would need URL encoding"
+                );
+                cursor = Some(next.clone());
+            }
+            other => panic!("{url}: next_cursor is {other}"),
+        }
+    }
+}
+
+/// A JSON-RPC 2.0 request object.
+pub fn rpc_request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// Rows of `sql` (one text column) in order.
+pub async fn text_rows(pool: &sqlx::PgPool, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await.unwrap_or_else(|err| panic!("{sql}: {err}"))
+}
+
+/// The indexed cursor of `chain`, if any (also `None` before the migrations created the table).
+pub async fn cursor(pool: &sqlx::PgPool, chain: &str) -> Option<i64> {
+    let migrated = sqlx::query_scalar::<_, bool>("SELECT to_regclass('cursors') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|err| panic!("looking for the cursors table: {err}"));
+    if !migrated {
+        return None;
+    }
+    sqlx::query_scalar::<_, i64>("SELECT block_number FROM cursors WHERE chain = $1")
+        .bind(chain)
+        .fetch_optional(pool)
+        .await
+        .unwrap_or_else(|err| panic!("reading the cursor: {err}"))
+}
+
+/// Connects to a test database.
+pub async fn connect(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"))
+}
+
+/// A `0x` quantity as a number.
+pub fn quantity(value: &Value) -> u64 {
+    value
+        .as_str()
+        .and_then(|s| s.strip_prefix("0x"))
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .unwrap_or_else(|| panic!("expected a 0x quantity, got {value}"))
+}
+
+/// A JSON string, lowercased (addresses may come checksummed).
+pub fn lower(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("expected a string, got {value}")).to_ascii_lowercase()
+}
+
+/// Big-endian hex (with or without `0x`, any length) as a decimal string.
+pub fn hex_to_decimal(hex: &str) -> String {
+    let hex = hex.strip_prefix("0x").unwrap_or(hex);
+    // Little-endian decimal digits.
+    let mut digits: Vec<u8> = vec![0];
+    for c in hex.chars() {
+        let nibble = c.to_digit(16).unwrap_or_else(|| panic!("not hex: {hex}"));
+        let mut carry = nibble;
+        for digit in &mut digits {
+            let value = u32::from(*digit) * 16 + carry;
+            *digit = (value % 10) as u8;
+            carry = value / 10;
+        }
+        while carry > 0 {
+            digits.push((carry % 10) as u8);
+            carry /= 10;
+        }
+    }
+    while digits.len() > 1 && digits.last() == Some(&0) {
+        digits.pop();
+    }
+    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
+}
+
+/// The 32-byte words of `0x`-prefixed ABI data, as hex without `0x`.
+pub fn words(data: &str) -> Vec<&str> {
+    let hex = data.strip_prefix("0x").unwrap_or(data);
+    assert!(hex.len().is_multiple_of(64), "ABI data is not whole words: {data}");
+    (0..hex.len() / 64).map(|i| &hex[i * 64..(i + 1) * 64]).collect()
+}
+
+/// The address in the low 20 bytes of a 32-byte topic, `0x`-prefixed lowercase.
+pub fn topic_address(topic: &str) -> String {
+    let hex = topic.strip_prefix("0x").unwrap_or(topic);
+    assert_eq!(hex.len(), 64, "not a 32-byte topic: {topic}");
+    assert!(hex[..24].chars().all(|c| c == '0'), "topic is not an address: {topic}");
+    format!("0x{}", hex[24..].to_ascii_lowercase())
+}
+
+#[test]
+fn hex_to_decimal_converts_big_numbers() {
+    assert_eq!(hex_to_decimal("0x0"), "0");
+    assert_eq!(hex_to_decimal("0x"), "0");
+    assert_eq!(hex_to_decimal("ff"), "255");
+    assert_eq!(hex_to_decimal("0x3635c9adc5dea00000"), "1000000000000000000000");
+    assert_eq!(
+        hex_to_decimal(&"f".repeat(64)),
+        "115792089237316195423570985008687907853269984665640564039457584007913129639935"
+    );
+    assert_eq!(
+        topic_address(&format!("0x{}{}", "0".repeat(24), "AB".repeat(20))),
+        format!("0x{}", "ab".repeat(20))
+    );
+}
