@@ -21,7 +21,7 @@ use chainmux_core::ChainSpec;
 use chainmux_rpc::Pool;
 use chainmux_store::Store;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use error::AppError;
 
@@ -135,6 +135,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(metrics_layer::track))
-        .layer(TraceLayer::new_for_http().make_span_with(metrics_layer::make_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(metrics_layer::make_span)
+                // 503s from /ready while draining are expected; ERROR is for the process's own failures.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
 }
