@@ -49,21 +49,21 @@ async fn main() {
         let to = accounts[(round as usize + 1) % accounts.len()];
         let amount = ether * U256::from(1 + round % 50);
         eth.submit(from, Some(token), contracts::erc20_transfer(to, amount), U256::ZERO, None).await;
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             eth.submit(from, Some(to), Bytes::new(), U256::from(round + 1) * ether / U256::from(100), None)
                 .await;
         }
-        if round % 5 == 0 {
+        if round.is_multiple_of(5) {
             eth.submit(owner, Some(nft), contracts::nft_mint(to, U256::from(round)), U256::ZERO, None).await;
         }
-        if round % 7 == 0 {
+        if round.is_multiple_of(7) {
             let ids = vec![U256::from(1), U256::from(2), U256::from(3)];
             let amounts = vec![U256::from(10), U256::from(20), U256::from(round + 1)];
             eth.submit(owner, Some(multi), contracts::multi_mint_batch(to, ids, amounts), U256::ZERO, None)
                 .await;
         }
         round += 1;
-        if round % 20 == 0 {
+        if round.is_multiple_of(20) {
             println!("demo-traffic: {round} rounds sent, head {}", eth.block_number().await);
         }
         tokio::time::sleep(Duration::from_millis(interval_ms)).await;
