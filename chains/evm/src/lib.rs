@@ -6,6 +6,7 @@
 //! range when an upstream lacks it), then normalized: transactions with their receipt outcome, logs, and transfers
 //! decoded from ERC-20 / ERC-721 / ERC-1155 events and from top-level native value transfers.
 
+mod hints;
 mod network;
 mod normalize;
 mod transfers;

@@ -13,7 +13,7 @@ use alloy::rpc::types::{Filter, Log as RpcLog};
 use alloy::transports::{RpcError as AlloyRpcError, TransportError, TransportErrorKind};
 use async_trait::async_trait;
 use chainmux_core::{BlockPtr, ChainSpec, Heads, Network, NetworkError, NormalizedBlock};
-use chainmux_rpc::{HeadProbe, IdentityCheck, Pool, PoolConfig, RpcError, UpstreamConfig};
+use chainmux_rpc::{HeadProbe, IdentityCheck, Pool, PoolConfig, RequestHints, RpcError, UpstreamConfig};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::value::RawValue;
 use tracing::warn;
@@ -67,8 +67,20 @@ impl EvmNetwork {
                 None => Err(format!("unparseable eth_chainId answer {}", answer.get())),
             }),
         };
-        let probe = HeadProbe { method: "eth_blockNumber".into(), params: raw("[]"), parse: parse_quantity };
-        Pool::new(spec.name.clone(), upstreams, config).with_identity_check(identity).with_head_probe(probe)
+        let probe = HeadProbe {
+            method: "eth_blockNumber".into(),
+            params: raw("[]"),
+            parse: parse_quantity,
+            encode: |head| raw(&format!("\"{head:#x}\"")),
+        };
+        let hints = RequestHints {
+            min_height: Some(crate::hints::min_height),
+            duplicate_write: Some(crate::hints::raw_transaction_hash),
+        };
+        Pool::new(spec.name.clone(), upstreams, config)
+            .with_identity_check(identity)
+            .with_head_probe(probe)
+            .with_hints(hints)
     }
 
     pub fn new(spec: ChainSpec, pool: Arc<Pool>, options: EvmOptions) -> Self {

@@ -87,7 +87,11 @@ async fn main() {
     let store = Store::connect(&db.url, 10).await.expect("database");
     store.migrate().await.expect("migrations");
     let spec = ChainSpec { name: "bench".into(), kind: ChainKind::Evm, chain_id: 31337 };
-    let upstream = UpstreamConfig { name: "anvil".into(), url: anvil.url.parse().expect("anvil url") };
+    let upstream = UpstreamConfig {
+        name: "anvil".into(),
+        url: anvil.url.parse().expect("anvil url"),
+        policy: Default::default(),
+    };
     let pool = Arc::new(EvmNetwork::pool(&spec, vec![upstream], PoolConfig::default()));
     pool.verify_all().await;
     let options = EvmOptions { fetch_concurrency: args.concurrency, use_block_receipts: true };

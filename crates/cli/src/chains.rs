@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chainmux_config::ChainConfig;
 use chainmux_core::{ChainKind, ChainSpec, Network};
 use chainmux_evm::{EvmNetwork, EvmOptions};
-use chainmux_rpc::{Pool, PoolConfig, UpstreamConfig};
+use chainmux_rpc::{BreakerConfig, HedgeDelay, Pool, PoolConfig, RateLimit, UpstreamConfig, UpstreamPolicy};
 
 /// A configured chain, wired: its upstream pool (shared by indexer and gateway) and its adapter.
 pub(crate) struct Chain {
@@ -15,12 +15,17 @@ pub(crate) struct Chain {
 }
 
 pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
+    let rpc = &config.rpc;
     let pool_config = PoolConfig {
-        request_timeout: config.rpc.request_timeout(),
-        max_attempts: config.rpc.max_attempts as usize,
-        backoff_min: config.rpc.backoff_min(),
-        backoff_max: config.rpc.backoff_max(),
-        probe_interval: config.rpc.probe_interval(),
+        deadline: rpc.deadline(),
+        max_attempts: rpc.max_attempts as usize,
+        backoff_min: rpc.backoff_min(),
+        backoff_max: rpc.backoff_max(),
+        probe_interval: rpc.probe_interval(),
+        hedge: rpc.hedge,
+        max_hedges: rpc.max_hedges as usize,
+        hysteresis: rpc.hysteresis,
+        probe_share: rpc.probe_share,
     };
     let upstreams = config
         .upstreams
@@ -28,7 +33,8 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
         .map(|u| {
             let url = url::Url::parse(u.url.expose_secret())
                 .map_err(|err| anyhow::anyhow!("upstream {}: invalid URL: {err}", u.name))?;
-            Ok(UpstreamConfig { name: u.name.clone(), url })
+            let policy = upstream_policy(&config.upstream_policy(u));
+            Ok(UpstreamConfig { name: u.name.clone(), url, policy })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     match config.kind {
@@ -43,5 +49,29 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
             let network = Arc::new(EvmNetwork::new(spec.clone(), Arc::clone(&pool), options));
             Ok(Chain { spec, pool, network })
         }
+    }
+}
+
+/// The config's resolved per-upstream policy, in the pool's terms.
+fn upstream_policy(policy: &chainmux_config::UpstreamPolicy) -> UpstreamPolicy {
+    UpstreamPolicy {
+        request_timeout: policy.request_timeout,
+        max_lag_blocks: policy.max_lag_blocks,
+        hedge_delay: HedgeDelay {
+            fixed: policy.hedge_delay,
+            quantile: policy.hedge_quantile,
+            min: policy.hedge_delay_min,
+            max: policy.hedge_delay_max,
+        },
+        breaker: BreakerConfig {
+            failures: policy.breaker_failures,
+            window: policy.breaker_window,
+            cooldown: policy.breaker_cooldown,
+            successes: policy.breaker_successes,
+        },
+        rate_limit: policy
+            .rate_limit_rps
+            .map(|per_second| RateLimit { per_second, burst: policy.rate_limit_burst.unwrap_or(per_second) }),
+        rate_limit_cooldown: policy.rate_limit_cooldown,
     }
 }

@@ -23,6 +23,8 @@
 //! CHAINMUX_CHAINS__LOCAL__START_BLOCK=5                    chains[name = "local"].start_block
 //! CHAINMUX_CHAINS__0__START_BLOCK=5                        chains[0].start_block
 //! CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__URL=http://  ...upstreams[name = "anvil-a"].url
+//! CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__RATE_LIMIT_RPS=25
+//!                                                  ...upstreams[name = "anvil-a"].rpc.rate_limit_rps
 //! ```
 //!
 //! Values that parse as an integer, float or `true`/`false` get that type; anything else
@@ -31,6 +33,15 @@
 //! `CHAINMUX_LOG_FORMAT`) are skipped, and so is any variable without `__` that names no
 //! top-level section, since such a variable cannot address a setting and belongs to some
 //! other tool (e.g. `CHAINMUX_TOOLS_DIR`).
+//!
+//! # Per-upstream overrides
+//!
+//! `[chains.rpc]` holds call-level settings of a chain's pool and the defaults of the
+//! per-upstream ones; an upstream's optional `[chains.upstreams.rpc]` table
+//! ([`UpstreamRpcOverrides`]) overrides the latter, and
+//! [`ChainConfig::upstream_policy`] resolves an upstream's effective
+//! [`UpstreamPolicy`]. Rules that relate two keys (e.g. `hedge_delay_min_ms <=
+//! hedge_delay_max_ms`) are checked on each upstream's effective values.
 //!
 //! # Interpolation
 //!
@@ -56,7 +67,7 @@ pub use overrides::RESERVED_ENV_VARS;
 pub use redact::{redact_database_url, redact_url};
 pub use schema::{
     ChainConfig, ChainKind, Config, DatabaseConfig, DatabaseUrl, GatewayConfig, RpcConfig, UpstreamConfig,
-    UpstreamUrl,
+    UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process
@@ -100,11 +111,26 @@ pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -
         };
         // A bad value put there by an override is best fixed at the variable, not the file.
         let set_by = applied.iter().find(|a| is_prefix_path(&a.key, &key)).map(|a| a.var.clone());
-        ConfigError::Type { file: file(), key, message: err.inner().message().to_owned(), set_by }
+        let message = with_hint(&key, err.inner().message());
+        ConfigError::Type { file: file(), key, message, set_by }
     })?;
 
     config.validate(origin)?;
     Ok(config)
+}
+
+/// `message` about the value at `key`, plus where a call-level `[chains.rpc]` key
+/// belongs when it was put into an upstream's `[chains.upstreams.rpc]` table.
+fn with_hint(key: &str, message: &str) -> String {
+    let call_level = key.rsplit_once(".rpc.").filter(|(parent, name)| {
+        parent.contains(".upstreams[") && schema::CALL_LEVEL_RPC_KEYS.contains(name)
+    });
+    match call_level {
+        Some((_, name)) if message.starts_with("unknown field") => {
+            format!("{message}; {name} applies to the whole chain: set it in [chains.rpc]")
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// Whether `prefix` is `path` or one of its ancestors. Not the reverse: an error at a

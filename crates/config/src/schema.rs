@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::{AddrParseError, SocketAddr};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::redact::{redact_database_url, redact_url};
 
@@ -24,12 +25,27 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 const DEFAULT_BACKOFF_MIN_MS: u64 = 50;
 const DEFAULT_BACKOFF_MAX_MS: u64 = 2000;
 const DEFAULT_PROBE_INTERVAL_MS: u64 = 2000;
+const DEFAULT_DEADLINE_MS: u64 = 30_000;
+const DEFAULT_MAX_LAG_BLOCKS: u64 = 10;
+const DEFAULT_HEDGE: bool = true;
+const DEFAULT_HEDGE_QUANTILE: f64 = 0.9;
+const DEFAULT_HEDGE_DELAY_MIN_MS: u64 = 20;
+const DEFAULT_HEDGE_DELAY_MAX_MS: u64 = 2000;
+const DEFAULT_MAX_HEDGES: u32 = 1;
+const DEFAULT_BREAKER_FAILURES: u32 = 5;
+const DEFAULT_BREAKER_WINDOW_MS: u64 = 30_000;
+const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 10_000;
+const DEFAULT_BREAKER_SUCCESSES: u32 = 2;
+const DEFAULT_RATE_LIMIT_COOLDOWN_MS: u64 = 1000;
+const DEFAULT_HYSTERESIS: f64 = 0.2;
+const DEFAULT_PROBE_SHARE: f64 = 0.02;
 
 /// The whole chainmux configuration file.
 ///
 /// `Serialize` writes URLs in redacted form (see [`DatabaseUrl`], [`UpstreamUrl`]), so
 /// serializing a `Config` is always safe to show to humans.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `Eq`: [`RpcConfig`] holds floats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[database]`: the Postgres database the indexer writes and the gateway reads.
@@ -119,7 +135,7 @@ impl GatewayConfig {
 pub use chainmux_core::ChainKind;
 
 /// One `[[chains]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     /// Unique chain name, `^[a-z0-9][a-z0-9_-]{0,63}$`. Required.
@@ -143,7 +159,8 @@ pub struct ChainConfig {
     /// Fetch receipts with `eth_getBlockReceipts` (else `eth_getLogs`). Default true.
     #[serde(default = "default_use_block_receipts")]
     pub use_block_receipts: bool,
-    /// `[chains.rpc]`: upstream client tuning. Optional.
+    /// `[chains.rpc]`: upstream client tuning, and the defaults of every upstream's
+    /// `[chains.upstreams.rpc]` overrides. Optional.
     #[serde(default)]
     pub rpc: RpcConfig,
     /// `[[chains.upstreams]]`: RPC endpoints. At least one is required.
@@ -157,13 +174,63 @@ impl ChainConfig {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }
+
+    /// The effective per-upstream policy: the upstream's overrides
+    /// ([`UpstreamConfig::rpc`]) on top of the chain's [`RpcConfig`]. `upstream` is
+    /// normally one of [`Self::upstreams`]; nothing here depends on that.
+    pub fn upstream_policy(&self, upstream: &UpstreamConfig) -> UpstreamPolicy {
+        let chain = &self.rpc;
+        let own = &upstream.rpc;
+        let ms = Duration::from_millis;
+        let rate_limit_rps = own.rate_limit_rps.or(chain.rate_limit_rps);
+        UpstreamPolicy {
+            request_timeout: ms(own.request_timeout_ms.unwrap_or(chain.request_timeout_ms)),
+            max_lag_blocks: own.max_lag_blocks.unwrap_or(chain.max_lag_blocks),
+            hedge_delay: own.hedge_delay_ms.or(chain.hedge_delay_ms).map(ms),
+            hedge_quantile: own.hedge_quantile.unwrap_or(chain.hedge_quantile),
+            hedge_delay_min: ms(own.hedge_delay_min_ms.unwrap_or(chain.hedge_delay_min_ms)),
+            hedge_delay_max: ms(own.hedge_delay_max_ms.unwrap_or(chain.hedge_delay_max_ms)),
+            breaker_failures: own.breaker_failures.unwrap_or(chain.breaker_failures),
+            breaker_window: ms(own.breaker_window_ms.unwrap_or(chain.breaker_window_ms)),
+            breaker_cooldown: ms(own.breaker_cooldown_ms.unwrap_or(chain.breaker_cooldown_ms)),
+            breaker_successes: own.breaker_successes.unwrap_or(chain.breaker_successes),
+            rate_limit_rps,
+            // Unset burst means "same as rps"; resolved here so callers need no rule.
+            rate_limit_burst: rate_limit_rps
+                .map(|rps| own.rate_limit_burst.or(chain.rate_limit_burst).unwrap_or(rps)),
+            rate_limit_cooldown: ms(own.rate_limit_cooldown_ms.unwrap_or(chain.rate_limit_cooldown_ms)),
+        }
+    }
 }
 
-/// `[chains.rpc]` section: how the upstream client behaves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Keys of [`RpcConfig`] that configure a chain's pool as a whole, so that
+/// [`UpstreamRpcOverrides`] does not have them. Every other key is overridable.
+pub(crate) const CALL_LEVEL_RPC_KEYS: &[&str] = &[
+    "max_attempts",
+    "backoff_min_ms",
+    "backoff_max_ms",
+    "probe_interval_ms",
+    "deadline_ms",
+    "hedge",
+    "max_hedges",
+    "hysteresis",
+    "probe_share",
+];
+
+/// `[chains.rpc]` section: how the upstream pool of a chain behaves.
+///
+/// Call-level keys (`deadline_ms`, `max_attempts`, `backoff_*`, `probe_interval_ms`,
+/// `hedge`, `max_hedges`, `hysteresis`, `probe_share`) apply to the chain's pool as a
+/// whole. The others are defaults for each upstream, which its
+/// `[chains.upstreams.rpc]` table ([`UpstreamRpcOverrides`]) may override; use
+/// [`ChainConfig::upstream_policy`] for an upstream's effective values.
+///
+/// Float keys accept TOML integers too (`hysteresis = 0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
-    /// Per-request timeout in milliseconds. Default 10000, at least 1.
+    /// Per-request timeout in milliseconds: one attempt on one upstream. Default 10000,
+    /// at least 1, at most `deadline_ms`. Overridable per upstream.
     pub request_timeout_ms: u64,
     /// Attempts per request, including the first. Default 4, range 1..=20.
     pub max_attempts: u32,
@@ -173,6 +240,64 @@ pub struct RpcConfig {
     pub backoff_max_ms: u64,
     /// Health probe interval in milliseconds. Default 2000, at least 50.
     pub probe_interval_ms: u64,
+    /// Budget of one whole call across all retries and hedges, in milliseconds.
+    /// Default 30000, at least `request_timeout_ms` (of every upstream).
+    pub deadline_ms: u64,
+    /// An upstream whose head is more than this many blocks behind the best upstream head
+    /// is excluded ("lagging N blocks"). Default 10. Overridable per upstream.
+    pub max_lag_blocks: u64,
+    /// Hedge idempotent reads: send a copy to another upstream when the first is slow.
+    /// Default true.
+    pub hedge: bool,
+    /// Fixed hedge delay in milliseconds, at least 1. Unset (the default): the delay is the
+    /// primary upstream's `hedge_quantile` latency, clamped to
+    /// `hedge_delay_min_ms..=hedge_delay_max_ms`. Overridable per upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge_delay_ms: Option<u64>,
+    /// Latency quantile of the primary upstream after which a hedge is sent. Default 0.9,
+    /// range 0.5..=0.999. Overridable per upstream.
+    #[serde(deserialize_with = "float")]
+    pub hedge_quantile: f64,
+    /// Lower bound of the quantile-based hedge delay in milliseconds. Default 20, at
+    /// least 1. Overridable per upstream.
+    pub hedge_delay_min_ms: u64,
+    /// Upper bound of the quantile-based hedge delay in milliseconds. Default 2000, at
+    /// least `hedge_delay_min_ms`. Overridable per upstream.
+    pub hedge_delay_max_ms: u64,
+    /// Extra concurrent copies of one request. Default 1, range 0..=4 (0 disables hedging
+    /// like `hedge = false`).
+    pub max_hedges: u32,
+    /// Failures within `breaker_window_ms` that open an upstream's circuit. Default 5, at
+    /// least 1. Overridable per upstream.
+    pub breaker_failures: u32,
+    /// Window in which `breaker_failures` are counted, in milliseconds. Default 30000, at
+    /// least 1. Overridable per upstream.
+    pub breaker_window_ms: u64,
+    /// Time after which an open circuit turns half-open, in milliseconds. Default 10000,
+    /// at least 1. Overridable per upstream.
+    pub breaker_cooldown_ms: u64,
+    /// Successes in half-open state that close the circuit again. Default 2, at least 1.
+    /// Overridable per upstream.
+    pub breaker_successes: u32,
+    /// Requests per second allowed to each upstream, at least 1. Unset (the default):
+    /// unlimited. Overridable per upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_rps: Option<u32>,
+    /// Burst size of the rate limit, at least 1; requires an effective `rate_limit_rps`.
+    /// Unset (the default): same as `rate_limit_rps`. Overridable per upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<u32>,
+    /// How long an upstream is avoided after an HTTP 429 without `Retry-After`, in
+    /// milliseconds. Default 1000, at least 1. Overridable per upstream.
+    pub rate_limit_cooldown_ms: u64,
+    /// A challenger must score this fraction better than the current primary upstream to
+    /// replace it. Default 0.2, range 0.0..=1.0.
+    #[serde(deserialize_with = "float")]
+    pub hysteresis: f64,
+    /// Share of reads sent first to an upstream in half-open state so it can come back.
+    /// Default 0.02, range 0.0..=0.5.
+    #[serde(deserialize_with = "float")]
+    pub probe_share: f64,
 }
 
 impl Default for RpcConfig {
@@ -183,12 +308,30 @@ impl Default for RpcConfig {
             backoff_min_ms: DEFAULT_BACKOFF_MIN_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
             probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            max_lag_blocks: DEFAULT_MAX_LAG_BLOCKS,
+            hedge: DEFAULT_HEDGE,
+            hedge_delay_ms: None,
+            hedge_quantile: DEFAULT_HEDGE_QUANTILE,
+            hedge_delay_min_ms: DEFAULT_HEDGE_DELAY_MIN_MS,
+            hedge_delay_max_ms: DEFAULT_HEDGE_DELAY_MAX_MS,
+            max_hedges: DEFAULT_MAX_HEDGES,
+            breaker_failures: DEFAULT_BREAKER_FAILURES,
+            breaker_window_ms: DEFAULT_BREAKER_WINDOW_MS,
+            breaker_cooldown_ms: DEFAULT_BREAKER_COOLDOWN_MS,
+            breaker_successes: DEFAULT_BREAKER_SUCCESSES,
+            rate_limit_rps: None,
+            rate_limit_burst: None,
+            rate_limit_cooldown_ms: DEFAULT_RATE_LIMIT_COOLDOWN_MS,
+            hysteresis: DEFAULT_HYSTERESIS,
+            probe_share: DEFAULT_PROBE_SHARE,
         }
     }
 }
 
 impl RpcConfig {
-    /// [`Self::request_timeout_ms`] as a duration.
+    /// [`Self::request_timeout_ms`] as a duration. The chain's default; an upstream's
+    /// effective timeout is [`UpstreamPolicy::request_timeout`].
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -207,16 +350,115 @@ impl RpcConfig {
     pub fn probe_interval(&self) -> Duration {
         Duration::from_millis(self.probe_interval_ms)
     }
+
+    /// [`Self::deadline_ms`] as a duration.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
 }
 
 /// One `[[chains.upstreams]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name unique within the chain, same rule as chain names. Required.
     pub name: String,
     /// `http`/`https` endpoint URL. Required.
     pub url: UpstreamUrl,
+    /// `[chains.upstreams.rpc]`: this upstream's overrides of the chain's `[chains.rpc]`
+    /// defaults. Optional.
+    #[serde(default, skip_serializing_if = "UpstreamRpcOverrides::is_empty")]
+    pub rpc: UpstreamRpcOverrides,
+}
+
+/// `[chains.upstreams.rpc]` table: per-upstream overrides of the chain's [`RpcConfig`].
+///
+/// Every key is optional; an unset key inherits the chain's value, and each set key
+/// follows the same rule as in `[chains.rpc]`. Only per-upstream keys exist here:
+/// call-level keys such as `deadline_ms` or `max_attempts` are unknown fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamRpcOverrides {
+    /// Overrides [`RpcConfig::request_timeout_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    /// Overrides [`RpcConfig::max_lag_blocks`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lag_blocks: Option<u64>,
+    /// Overrides [`RpcConfig::hedge_delay_ms`] (a fixed delay; an upstream cannot unset
+    /// the chain's fixed delay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge_delay_ms: Option<u64>,
+    /// Overrides [`RpcConfig::hedge_quantile`].
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "optional_float")]
+    pub hedge_quantile: Option<f64>,
+    /// Overrides [`RpcConfig::hedge_delay_min_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge_delay_min_ms: Option<u64>,
+    /// Overrides [`RpcConfig::hedge_delay_max_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge_delay_max_ms: Option<u64>,
+    /// Overrides [`RpcConfig::breaker_failures`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    /// Overrides [`RpcConfig::breaker_window_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_window_ms: Option<u64>,
+    /// Overrides [`RpcConfig::breaker_cooldown_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown_ms: Option<u64>,
+    /// Overrides [`RpcConfig::breaker_successes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_successes: Option<u32>,
+    /// Overrides [`RpcConfig::rate_limit_rps`] (an upstream cannot unset the chain's limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_rps: Option<u32>,
+    /// Overrides [`RpcConfig::rate_limit_burst`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<u32>,
+    /// Overrides [`RpcConfig::rate_limit_cooldown_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_cooldown_ms: Option<u64>,
+}
+
+impl UpstreamRpcOverrides {
+    /// Whether no key is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// An upstream's effective settings: its [`UpstreamRpcOverrides`] on top of the chain's
+/// [`RpcConfig`], resolved to plain values. Built by [`ChainConfig::upstream_policy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamPolicy {
+    /// Timeout of one attempt on this upstream.
+    pub request_timeout: Duration,
+    /// Excluded when its head is more than this many blocks behind the best upstream head.
+    pub max_lag_blocks: u64,
+    /// Fixed hedge delay, when configured; `None` means the quantile-based delay below.
+    pub hedge_delay: Option<Duration>,
+    /// Latency quantile after which a hedge is sent (0.5..=0.999).
+    pub hedge_quantile: f64,
+    /// Lower bound of the quantile-based hedge delay.
+    pub hedge_delay_min: Duration,
+    /// Upper bound of the quantile-based hedge delay (>= `hedge_delay_min`).
+    pub hedge_delay_max: Duration,
+    /// Failures within `breaker_window` that open the circuit (>= 1).
+    pub breaker_failures: u32,
+    /// Window in which failures are counted.
+    pub breaker_window: Duration,
+    /// Open → half-open after this long.
+    pub breaker_cooldown: Duration,
+    /// Successes in half-open state that close the circuit (>= 1).
+    pub breaker_successes: u32,
+    /// Requests per second; `None` means unlimited.
+    pub rate_limit_rps: Option<u32>,
+    /// Burst size: the configured one, else `rate_limit_rps`. `None` exactly when
+    /// `rate_limit_rps` is `None`.
+    pub rate_limit_burst: Option<u32>,
+    /// How long the upstream is avoided after a 429 without `Retry-After`.
+    pub rate_limit_cooldown: Duration,
 }
 
 /// A Postgres connection URL, which usually embeds a password.
@@ -326,6 +568,42 @@ fn default_use_block_receipts() -> bool {
     DEFAULT_USE_BLOCK_RECEIPTS
 }
 
+/// A float that may be written as a TOML integer (`hysteresis = 0`). The explicit
+/// `deserialize_any` makes that independent of how the deserializer treats
+/// `deserialize_f64`; any number converts, anything else is a type error.
+fn float<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    deserializer.deserialize_any(FloatVisitor)
+}
+
+/// [`float`] for an optional key.
+fn optional_float<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    float(deserializer).map(Some)
+}
+
+struct FloatVisitor;
+
+impl Visitor<'_> for FloatVisitor {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<f64, E> {
+        Ok(value)
+    }
+
+    // Exact for every integer up to 2^53, far beyond any meaningful value of these keys.
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<f64, E> {
+        Ok(value as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<f64, E> {
+        Ok(value as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +644,7 @@ mod tests {
                 upstreams: vec![UpstreamConfig {
                     name: "a".into(),
                     url: UpstreamUrl::new("https://x.example/SECRETKEY"),
+                    rpc: UpstreamRpcOverrides::default(),
                 }],
             }],
         };
@@ -381,6 +660,7 @@ mod tests {
         assert_eq!(rpc.backoff_min(), Duration::from_millis(50));
         assert_eq!(rpc.backoff_max(), Duration::from_secs(2));
         assert_eq!(rpc.probe_interval(), Duration::from_secs(2));
+        assert_eq!(rpc.deadline(), Duration::from_secs(30));
         let gateway = GatewayConfig::default();
         assert_eq!(gateway.drain_delay(), Duration::from_secs(1));
         assert_eq!(gateway.listen_addr(), Ok(SocketAddr::from(([127, 0, 0, 1], 8080))));

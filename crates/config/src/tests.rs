@@ -34,6 +34,23 @@ max_attempts = 2
 backoff_min_ms = 10
 backoff_max_ms = 100
 probe_interval_ms = 60
+deadline_ms = 9000
+max_lag_blocks = 3
+hedge = false
+hedge_delay_ms = 150
+hedge_quantile = 0.95
+hedge_delay_min_ms = 5
+hedge_delay_max_ms = 500
+max_hedges = 2
+breaker_failures = 7
+breaker_window_ms = 60000
+breaker_cooldown_ms = 5000
+breaker_successes = 3
+rate_limit_rps = 100
+rate_limit_burst = 150
+rate_limit_cooldown_ms = 2500
+hysteresis = 0
+probe_share = 0.1
 
 [[chains.upstreams]]
 name = "anvil-a"
@@ -42,6 +59,15 @@ url = "http://127.0.0.1:8545"
 [[chains.upstreams]]
 name = "provider"
 url = "https://eth-mainnet.example.com/v2/${PROVIDER_KEY}"
+
+[chains.upstreams.rpc]
+request_timeout_ms = 6000
+max_lag_blocks = 0
+hedge_quantile = 0.5
+hedge_delay_min_ms = 50
+breaker_failures = 2
+rate_limit_rps = 25
+rate_limit_cooldown_ms = 4000
 
 [[chains]]
 name = "minimal"
@@ -153,13 +179,80 @@ fn full_example_parses_with_values_and_defaults() {
             max_attempts: 2,
             backoff_min_ms: 10,
             backoff_max_ms: 100,
-            probe_interval_ms: 60
+            probe_interval_ms: 60,
+            deadline_ms: 9000,
+            max_lag_blocks: 3,
+            hedge: false,
+            hedge_delay_ms: Some(150),
+            hedge_quantile: 0.95,
+            hedge_delay_min_ms: 5,
+            hedge_delay_max_ms: 500,
+            max_hedges: 2,
+            breaker_failures: 7,
+            breaker_window_ms: 60_000,
+            breaker_cooldown_ms: 5000,
+            breaker_successes: 3,
+            rate_limit_rps: Some(100),
+            rate_limit_burst: Some(150),
+            rate_limit_cooldown_ms: 2500,
+            // Written as the TOML integer 0.
+            hysteresis: 0.0,
+            probe_share: 0.1,
         }
     );
+    assert_eq!(local.rpc.deadline(), Duration::from_secs(9));
     assert_eq!(local.upstreams.len(), 2);
     assert_eq!(local.upstreams[0].name, "anvil-a");
     assert_eq!(local.upstreams[0].url.expose_secret(), "http://127.0.0.1:8545");
     assert_eq!(local.upstreams[1].url.expose_secret(), "https://eth-mainnet.example.com/v2/SECRETKEY123");
+
+    // An upstream without [chains.upstreams.rpc] gets the chain's values.
+    let ms = Duration::from_millis;
+    let chain_policy = UpstreamPolicy {
+        request_timeout: ms(3000),
+        max_lag_blocks: 3,
+        hedge_delay: Some(ms(150)),
+        hedge_quantile: 0.95,
+        hedge_delay_min: ms(5),
+        hedge_delay_max: ms(500),
+        breaker_failures: 7,
+        breaker_window: ms(60_000),
+        breaker_cooldown: ms(5000),
+        breaker_successes: 3,
+        rate_limit_rps: Some(100),
+        rate_limit_burst: Some(150),
+        rate_limit_cooldown: ms(2500),
+    };
+    assert!(local.upstreams[0].rpc.is_empty());
+    assert_eq!(local.upstream_policy(&local.upstreams[0]), chain_policy);
+    // Overrides win; the keys the upstream leaves out (hedge delays, breaker window,
+    // cooldown and successes, burst) are inherited.
+    assert_eq!(
+        local.upstreams[1].rpc,
+        UpstreamRpcOverrides {
+            request_timeout_ms: Some(6000),
+            max_lag_blocks: Some(0),
+            hedge_quantile: Some(0.5),
+            hedge_delay_min_ms: Some(50),
+            breaker_failures: Some(2),
+            rate_limit_rps: Some(25),
+            rate_limit_cooldown_ms: Some(4000),
+            ..UpstreamRpcOverrides::default()
+        }
+    );
+    assert_eq!(
+        local.upstream_policy(&local.upstreams[1]),
+        UpstreamPolicy {
+            request_timeout: ms(6000),
+            max_lag_blocks: 0,
+            hedge_quantile: 0.5,
+            hedge_delay_min: ms(50),
+            breaker_failures: 2,
+            rate_limit_rps: Some(25),
+            rate_limit_cooldown: ms(4000),
+            ..chain_policy
+        }
+    );
 
     // Every optional chain key takes its documented default.
     let minimal = config.chain("minimal").expect("minimal chain");
@@ -174,7 +267,129 @@ fn full_example_parses_with_values_and_defaults() {
     assert_eq!(minimal.rpc.backoff_min_ms, 50);
     assert_eq!(minimal.rpc.backoff_max_ms, 2000);
     assert_eq!(minimal.rpc.probe_interval_ms, 2000);
+    assert_eq!(minimal.rpc, RpcConfig::default());
     assert!(config.chain("absent").is_none());
+}
+
+#[test]
+fn resilience_defaults() {
+    let config = load_ok(MINIMAL, &BTreeMap::new());
+    let chain = &config.chains[0];
+    let rpc = &chain.rpc;
+    assert_eq!(rpc.deadline_ms, 30_000);
+    assert_eq!(rpc.deadline(), Duration::from_secs(30));
+    assert_eq!(rpc.max_lag_blocks, 10);
+    assert!(rpc.hedge);
+    assert_eq!(rpc.hedge_delay_ms, None);
+    assert_eq!(rpc.hedge_quantile, 0.9);
+    assert_eq!((rpc.hedge_delay_min_ms, rpc.hedge_delay_max_ms), (20, 2000));
+    assert_eq!(rpc.max_hedges, 1);
+    assert_eq!((rpc.breaker_failures, rpc.breaker_window_ms), (5, 30_000));
+    assert_eq!((rpc.breaker_cooldown_ms, rpc.breaker_successes), (10_000, 2));
+    assert_eq!((rpc.rate_limit_rps, rpc.rate_limit_burst), (None, None));
+    assert_eq!(rpc.rate_limit_cooldown_ms, 1000);
+    assert_eq!(rpc.hysteresis, 0.2);
+    assert_eq!(rpc.probe_share, 0.02);
+
+    assert_eq!(chain.upstreams[0].rpc, UpstreamRpcOverrides::default());
+    let ms = Duration::from_millis;
+    assert_eq!(
+        chain.upstream_policy(&chain.upstreams[0]),
+        UpstreamPolicy {
+            request_timeout: ms(10_000),
+            max_lag_blocks: 10,
+            hedge_delay: None,
+            hedge_quantile: 0.9,
+            hedge_delay_min: ms(20),
+            hedge_delay_max: ms(2000),
+            breaker_failures: 5,
+            breaker_window: ms(30_000),
+            breaker_cooldown: ms(10_000),
+            breaker_successes: 2,
+            rate_limit_rps: None,
+            rate_limit_burst: None,
+            rate_limit_cooldown: ms(1000),
+        }
+    );
+}
+
+/// `MINIMAL` with a `[chains.rpc]` table holding `chain` and the upstream's
+/// `[chains.upstreams.rpc]` holding `upstream`.
+fn minimal_with_rpc(chain: &str, upstream: &str) -> String {
+    format!("{MINIMAL}\n[chains.upstreams.rpc]\n{upstream}\n")
+        .replace("[[chains.upstreams]]", &format!("[chains.rpc]\n{chain}\n\n[[chains.upstreams]]"))
+}
+
+#[test]
+fn per_upstream_values_override_and_inherit() {
+    let ms = Duration::from_millis;
+    let text = minimal_with_rpc(
+        "request_timeout_ms = 2000\nhedge_delay_ms = 100\nbreaker_successes = 4",
+        "request_timeout_ms = 7000\nhedge_delay_ms = 300",
+    );
+    let config = load_ok(&text, &BTreeMap::new());
+    let chain = &config.chains[0];
+    let policy = chain.upstream_policy(&chain.upstreams[0]);
+    assert_eq!(policy.request_timeout, ms(7000));
+    assert_eq!(policy.hedge_delay, Some(ms(300)));
+    assert_eq!(policy.breaker_successes, 4);
+    assert_eq!(policy.breaker_failures, 5);
+    // The chain's own accessors keep the chain's values.
+    assert_eq!(chain.rpc.request_timeout(), ms(2000));
+    assert_eq!(chain.rpc.hedge_delay_ms, Some(100));
+}
+
+#[test]
+fn rate_limit_burst_defaults_to_rps() {
+    let policy = |chain: &str, upstream: &str| {
+        let config = load_ok(&minimal_with_rpc(chain, upstream), &BTreeMap::new());
+        let policy = config.chains[0].upstream_policy(&config.chains[0].upstreams[0]);
+        (policy.rate_limit_rps, policy.rate_limit_burst)
+    };
+    assert_eq!(policy("", ""), (None, None));
+    assert_eq!(policy("rate_limit_rps = 10", ""), (Some(10), Some(10)));
+    assert_eq!(policy("", "rate_limit_rps = 10"), (Some(10), Some(10)));
+    assert_eq!(policy("rate_limit_rps = 10", "rate_limit_burst = 30"), (Some(10), Some(30)));
+    assert_eq!(
+        policy("rate_limit_rps = 10\nrate_limit_burst = 30", "rate_limit_rps = 5"),
+        (Some(5), Some(30))
+    );
+    // A chain-wide burst is fine when every upstream sets its own rate.
+    assert_eq!(policy("rate_limit_burst = 40", "rate_limit_rps = 5"), (Some(5), Some(40)));
+}
+
+#[test]
+fn float_keys_accept_integers_and_reject_other_types() {
+    let config = load_ok(&minimal_with_rpc("hysteresis = 1\nprobe_share = 0", ""), &BTreeMap::new());
+    assert_eq!((config.chains[0].rpc.hysteresis, config.chains[0].rpc.probe_share), (1.0, 0.0));
+    let config = load_ok(
+        MINIMAL,
+        &env(&[
+            ("CHAINMUX_CHAINS__LOCAL__RPC__HYSTERESIS", "0"),
+            ("CHAINMUX_CHAINS__LOCAL__RPC__HEDGE_QUANTILE", "0.75"),
+            ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__HEDGE_QUANTILE", "0.99"),
+        ]),
+    );
+    assert_eq!(config.chains[0].rpc.hysteresis, 0.0);
+    assert_eq!(config.chains[0].rpc.hedge_quantile, 0.75);
+    assert_eq!(config.chains[0].upstreams[0].rpc.hedge_quantile, Some(0.99));
+
+    // An integer quantile is read as a number, and then fails the range rule.
+    let err = load_err(&minimal_with_rpc("hedge_quantile = 1", "hedge_quantile = 1"), &BTreeMap::new());
+    assert_problem(&err, "chains[0].rpc.hedge_quantile", "between 0.5 and 0.999, got 1");
+    assert_problem(&err, "chains[0].upstreams[0].rpc.hedge_quantile", "between 0.5 and 0.999, got 1");
+    // TOML's nan is in no range.
+    let err = load_err(&minimal_with_rpc("probe_share = nan", ""), &BTreeMap::new());
+    assert_problem(&err, "chains[0].rpc.probe_share", "got NaN");
+
+    for (text, key) in [
+        (minimal_with_rpc("hysteresis = \"high\"", ""), "chains[0].rpc.hysteresis"),
+        (minimal_with_rpc("", "hedge_quantile = true"), "chains[0].upstreams[0].rpc.hedge_quantile"),
+    ] {
+        let err = load_err(&text, &BTreeMap::new());
+        assert!(matches!(&err, ConfigError::Type { key: k, .. } if k == key), "{key}: {err:?}");
+        assert!(err.to_string().contains("expected a number"), "{err}");
+    }
 }
 
 #[test]
@@ -216,6 +431,54 @@ fn each_validation_rule_is_reported_at_its_key() {
         ("chains[0].rpc.request_timeout_ms", "at least 1, got 0", "0"),
         ("chains[0].rpc.max_attempts", "between 1 and 20, got 21", "21"),
         ("chains[0].rpc.probe_interval_ms", "at least 50", "49"),
+        ("chains[0].rpc.deadline_ms", "must be >= request_timeout_ms (9999 < 10000)", "9999"),
+        ("chains[0].rpc.hedge_delay_ms", "at least 1, got 0", "0"),
+        ("chains[0].rpc.hedge_quantile", "between 0.5 and 0.999, got 0.4", "0.4"),
+        ("chains[0].rpc.hedge_quantile", "between 0.5 and 0.999, got 1", "1"),
+        ("chains[0].rpc.hedge_delay_min_ms", "at least 1, got 0", "0"),
+        ("chains[0].rpc.hedge_delay_max_ms", "must be >= hedge_delay_min_ms (19 < 20)", "19"),
+        ("chains[0].rpc.max_hedges", "between 0 and 4, got 5", "5"),
+        ("chains[0].rpc.breaker_failures", "at least 1, got 0", "0"),
+        ("chains[0].rpc.breaker_window_ms", "at least 1, got 0", "0"),
+        ("chains[0].rpc.breaker_cooldown_ms", "at least 1, got 0", "0"),
+        ("chains[0].rpc.breaker_successes", "at least 1, got 0", "0"),
+        ("chains[0].rpc.rate_limit_rps", "at least 1, got 0", "0"),
+        ("chains[0].rpc.rate_limit_burst", "set without rate_limit_rps, which upstream \"anvil-a\"", "9"),
+        ("chains[0].rpc.rate_limit_cooldown_ms", "at least 1, got 0", "0"),
+        ("chains[0].rpc.hysteresis", "between 0 and 1, got 1.5", "1.5"),
+        ("chains[0].rpc.hysteresis", "between 0 and 1, got -0.1", "-0.1"),
+        ("chains[0].rpc.probe_share", "between 0 and 0.5, got 0.6", "0.6"),
+        // Per-upstream overrides, in an [chains.upstreams.rpc] table the override creates.
+        ("chains[0].upstreams[0].rpc.request_timeout_ms", "at least 1, got 0", "0"),
+        (
+            "chains[0].upstreams[0].rpc.request_timeout_ms",
+            "must be <= deadline_ms of chains[0].rpc (30001 > 30000)",
+            "30001",
+        ),
+        ("chains[0].upstreams[0].rpc.hedge_delay_ms", "at least 1, got 0", "0"),
+        ("chains[0].upstreams[0].rpc.hedge_quantile", "between 0.5 and 0.999, got 0.9999", "0.9999"),
+        ("chains[0].upstreams[0].rpc.hedge_delay_min_ms", "at least 1, got 0", "0"),
+        (
+            "chains[0].upstreams[0].rpc.hedge_delay_min_ms",
+            "must be <= hedge_delay_max_ms of chains[0].rpc (2001 > 2000)",
+            "2001",
+        ),
+        (
+            "chains[0].upstreams[0].rpc.hedge_delay_max_ms",
+            "must be >= hedge_delay_min_ms of chains[0].rpc (19 < 20)",
+            "19",
+        ),
+        ("chains[0].upstreams[0].rpc.breaker_failures", "at least 1, got 0", "0"),
+        ("chains[0].upstreams[0].rpc.breaker_window_ms", "at least 1, got 0", "0"),
+        ("chains[0].upstreams[0].rpc.breaker_cooldown_ms", "at least 1, got 0", "0"),
+        ("chains[0].upstreams[0].rpc.breaker_successes", "at least 1, got 0", "0"),
+        ("chains[0].upstreams[0].rpc.rate_limit_rps", "at least 1, got 0", "0"),
+        (
+            "chains[0].upstreams[0].rpc.rate_limit_burst",
+            "set without rate_limit_rps (neither here nor in chains[0].rpc)",
+            "9",
+        ),
+        ("chains[0].upstreams[0].rpc.rate_limit_cooldown_ms", "at least 1, got 0", "0"),
         ("chains[0].upstreams[0].name", "invalid upstream name \"-a\"", "-a"),
         ("chains[0].upstreams[0].url", "relative URL without a base", "127.0.0.1:8545"),
         ("chains[0].upstreams[0].url", "scheme must be http or https", "ws://127.0.0.1:8545"),
@@ -243,6 +506,95 @@ fn backoff_max_below_min_is_reported() {
     );
     let err = load_err(&text, &BTreeMap::new());
     assert_problem(&err, "chains[0].rpc.backoff_max_ms", "must be >= backoff_min_ms");
+}
+
+#[test]
+fn zero_and_unbounded_values_are_valid_where_meaningful() {
+    let text = minimal_with_rpc(
+        "max_lag_blocks = 0\nmax_hedges = 0\nhysteresis = 0.0\nprobe_share = 0.5\nhedge_quantile = 0.999",
+        "max_lag_blocks = 1000000\nhedge_quantile = 0.5\nrate_limit_rps = 1\nrate_limit_burst = 1",
+    );
+    load_ok(&text, &BTreeMap::new());
+    // request_timeout_ms may equal deadline_ms, and hedge_delay_max_ms hedge_delay_min_ms.
+    let text = minimal_with_rpc(
+        "deadline_ms = 5000\nrequest_timeout_ms = 5000\nhedge_delay_min_ms = 100\nhedge_delay_max_ms = 100",
+        "hedge_delay_min_ms = 100",
+    );
+    load_ok(&text, &BTreeMap::new());
+}
+
+#[test]
+fn cross_field_rules_use_effective_values() {
+    let check = |chain: &str, upstream: &str, want: &[(&str, &str)]| {
+        let err = load_err(&minimal_with_rpc(chain, upstream), &BTreeMap::new());
+        for (key, message) in want {
+            assert_problem(&err, key, message);
+        }
+        assert_eq!(problems(&err).len(), want.len(), "{err}");
+    };
+    let up = "chains[0].upstreams[0].rpc";
+    // Overriding both sides: reported at the upper one, with both values the upstream's.
+    check(
+        "",
+        "hedge_delay_min_ms = 100\nhedge_delay_max_ms = 50",
+        &[(&format!("{up}.hedge_delay_max_ms"), "must be >= hedge_delay_min_ms (50 < 100)")],
+    );
+    // The chain's upper bound was lowered; the upstream's own lower bound no longer fits.
+    check(
+        "hedge_delay_max_ms = 40",
+        "hedge_delay_min_ms = 41",
+        &[(&format!("{up}.hedge_delay_min_ms"), "must be <= hedge_delay_max_ms of chains[0].rpc (41 > 40)")],
+    );
+    check(
+        "deadline_ms = 5000\nrequest_timeout_ms = 1000",
+        "request_timeout_ms = 6000",
+        &[(&format!("{up}.request_timeout_ms"), "must be <= deadline_ms of chains[0].rpc (6000 > 5000)")],
+    );
+    // A bad chain-level pair that the upstream inherits is reported once, at the chain.
+    check(
+        "hedge_delay_min_ms = 100\nhedge_delay_max_ms = 50",
+        "",
+        &[("chains[0].rpc.hedge_delay_max_ms", "must be >= hedge_delay_min_ms (50 < 100)")],
+    );
+    check(
+        "deadline_ms = 1000",
+        "",
+        &[("chains[0].rpc.deadline_ms", "must be >= request_timeout_ms (1000 < 10000)")],
+    );
+    // An upstream's override does not excuse the chain's own values, nor the reverse.
+    check(
+        "deadline_ms = 1000\nrequest_timeout_ms = 500",
+        "request_timeout_ms = 2000",
+        &[(&format!("{up}.request_timeout_ms"), "must be <= deadline_ms of chains[0].rpc (2000 > 1000)")],
+    );
+    check(
+        "deadline_ms = 1000",
+        "request_timeout_ms = 500",
+        &[("chains[0].rpc.deadline_ms", "must be >= request_timeout_ms (1000 < 10000)")],
+    );
+    // A burst with no rate anywhere, set on the upstream.
+    check(
+        "",
+        "rate_limit_burst = 5",
+        &[(
+            &format!("{up}.rate_limit_burst"),
+            "set without rate_limit_rps (neither here nor in chains[0].rpc)",
+        )],
+    );
+
+    // A chain-wide burst names the upstreams that would get it without a rate.
+    let text = format!(
+        "{}\n[[chains.upstreams]]\nname = \"b\"\nurl = \"http://b\"\n[chains.upstreams.rpc]\nrate_limit_rps = 5\n\
+         [[chains.upstreams]]\nname = \"c\"\nurl = \"http://c\"\n",
+        minimal_with_rpc("rate_limit_burst = 20", "max_lag_blocks = 1"),
+    );
+    let err = load_err(&text, &BTreeMap::new());
+    assert_problem(
+        &err,
+        "chains[0].rpc.rate_limit_burst",
+        "set without rate_limit_rps, which upstreams \"anvil-a\", \"c\" do not set either",
+    );
+    assert_eq!(problems(&err).len(), 1, "{err}");
 }
 
 #[test]
@@ -352,6 +704,8 @@ fn unknown_keys_are_named_by_path() {
             "gateway.port",
             "unknown field `port`",
         ),
+        (minimal_with_rpc("weight = 2", ""), "chains[0].rpc.weight", "unknown field `weight`"),
+        (minimal_with_rpc("", "weight = 2"), "chains[0].upstreams[0].rpc.weight", "unknown field `weight`"),
     ];
     for (text, key, message) in cases {
         match load_err(&text, &BTreeMap::new()) {
@@ -363,6 +717,64 @@ fn unknown_keys_are_named_by_path() {
             other => panic!("{key}: expected Type, got {other}"),
         }
     }
+}
+
+#[test]
+fn call_level_keys_are_unknown_per_upstream() {
+    // Every [chains.rpc] key is either accepted per upstream or an unknown field there.
+    let mut keys: Vec<String> =
+        toml::Table::try_from(RpcConfig::default()).expect("table").keys().cloned().collect();
+    // Unset by default, so not serialized; all three are per-upstream keys.
+    keys.extend(["hedge_delay_ms", "rate_limit_rps", "rate_limit_burst"].map(String::from));
+    let mut call_level = Vec::new();
+    for key in &keys {
+        let value = match key.as_str() {
+            "hedge" => "true",
+            "hedge_quantile" | "hysteresis" | "probe_share" => "0.5",
+            "rate_limit_burst" => "1\nrate_limit_rps = 1",
+            _ => "1000",
+        };
+        let text = minimal_with_rpc("", &format!("{key} = {value}"));
+        match load_with_env(&text, FILE, &BTreeMap::new()) {
+            Ok(_) => {}
+            Err(ConfigError::Type { key: path, message, .. }) => {
+                assert_eq!(path, format!("chains[0].upstreams[0].rpc.{key}"));
+                assert!(message.starts_with(&format!("unknown field `{key}`")), "{message}");
+                assert!(
+                    message.ends_with(&format!("; {key} applies to the whole chain: set it in [chains.rpc]")),
+                    "{message}"
+                );
+                call_level.push(key.clone());
+            }
+            Err(other) => panic!("{key}: {other}"),
+        }
+    }
+    call_level.sort();
+    let mut want = schema::CALL_LEVEL_RPC_KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(call_level, want);
+    assert_eq!(keys.len(), 22, "{keys:?}");
+
+    // The full rendered message, as an operator sees it.
+    let err = load_err(&minimal_with_rpc("", "deadline_ms = 5000"), &BTreeMap::new());
+    let rendered = err.to_string();
+    assert!(
+        rendered.starts_with(
+            "config/local.toml: chains[0].upstreams[0].rpc.deadline_ms: unknown field `deadline_ms`, expected one of"
+        ),
+        "{rendered}"
+    );
+    // The same mistake through an override is blamed on the variable.
+    let var = "CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__MAX_ATTEMPTS";
+    let err = load_err(MINIMAL, &env(&[(var, "2")]));
+    assert!(
+        matches!(&err, ConfigError::Type { key, set_by: Some(v), .. }
+            if key == "chains[0].upstreams[0].rpc.max_attempts" && v == var),
+        "{err:?}"
+    );
+    // Outside an upstream's table there is no hint.
+    assert_eq!(with_hint("chains[0].rpc.deadline_ms", "unknown field `x`"), "unknown field `x`");
+    assert_eq!(with_hint("chains[0].upstreams[0].rpc.deadline_ms", "other"), "other");
 }
 
 #[test]
@@ -386,6 +798,22 @@ fn wrong_types_are_named_by_path() {
             minimal_with_chain_keys("[chains.rpc]\nmax_attempts = 1.5"),
             "chains[0].rpc.max_attempts",
             "expected u32",
+        ),
+        (minimal_with_rpc("hedge = 1", ""), "chains[0].rpc.hedge", "expected a boolean"),
+        (
+            minimal_with_rpc("", "rate_limit_rps = 2.5"),
+            "chains[0].upstreams[0].rpc.rate_limit_rps",
+            "expected u32",
+        ),
+        (
+            minimal_with_rpc("", "max_lag_blocks = -1"),
+            "chains[0].upstreams[0].rpc.max_lag_blocks",
+            "invalid value",
+        ),
+        (
+            MINIMAL.replace("url = \"http", "rpc = 5\nurl = \"http"),
+            "chains[0].upstreams[0].rpc",
+            "expected struct",
         ),
     ];
     for (text, key, message) in cases {
@@ -514,6 +942,50 @@ fn env_overrides_address_chains_and_upstreams() {
 }
 
 #[test]
+fn env_overrides_reach_per_upstream_rpc_tables() {
+    // MINIMAL has no [chains.rpc] and no [chains.upstreams.rpc]; the overrides create them.
+    let config = load_ok(
+        MINIMAL,
+        &env(&[
+            ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__RATE_LIMIT_RPS", "25"),
+            ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__HEDGE_DELAY_MS", "75"),
+            ("CHAINMUX_CHAINS__LOCAL__RPC__BREAKER_FAILURES", "9"),
+        ]),
+    );
+    let chain = &config.chains[0];
+    assert_eq!(chain.upstreams[0].rpc.rate_limit_rps, Some(25));
+    let policy = chain.upstream_policy(&chain.upstreams[0]);
+    assert_eq!((policy.rate_limit_rps, policy.rate_limit_burst), (Some(25), Some(25)));
+    assert_eq!(policy.hedge_delay, Some(Duration::from_millis(75)));
+    assert_eq!(policy.breaker_failures, 9);
+
+    // In an existing table, an override replaces one key and keeps the others.
+    let config = load_ok(
+        FULL,
+        &env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("PROVIDER_KEY", "K"),
+            ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__PROVIDER__RPC__RATE_LIMIT_RPS", "30"),
+            ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__0__RPC__MAX_LAG_BLOCKS", "4"),
+        ]),
+    );
+    let local = &config.chains[0];
+    assert_eq!(local.upstreams[1].rpc.rate_limit_rps, Some(30));
+    assert_eq!(local.upstreams[1].rpc.request_timeout_ms, Some(6000));
+    assert_eq!(local.upstream_policy(&local.upstreams[0]).max_lag_blocks, 4);
+
+    // A bad value set through such an override names the variable and the key.
+    let var = "CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__BREAKER_SUCCESSES";
+    let err = load_err(MINIMAL, &env(&[(var, "0")]));
+    assert_problem(&err, "chains[0].upstreams[0].rpc.breaker_successes", "at least 1, got 0");
+    let err = load_err(MINIMAL, &env(&[(var, "many")]));
+    assert!(
+        err.to_string().ends_with(&format!("expected u32 (value set by environment variable {var})")),
+        "{err}"
+    );
+}
+
+#[test]
 fn env_override_of_missing_element_names_the_variable() {
     for var in ["CHAINMUX_CHAINS__MAINNET__START_BLOCK", "CHAINMUX_CHAINS__1__START_BLOCK"] {
         let err = load_err(MINIMAL, &env(&[(var, "5")]));
@@ -570,7 +1042,13 @@ fn redacted_hides_secrets_and_reparses() {
     let reparsed = load_ok(&text, &BTreeMap::new());
     assert_eq!(reparsed.gateway, config.gateway);
     assert_eq!(reparsed.chains[0].rpc, config.chains[0].rpc);
+    assert_eq!(reparsed.chains[0].upstreams[1].rpc, config.chains[0].upstreams[1].rpc);
     assert_eq!(reparsed.chains[1].start_block, config.chains[1].start_block);
+    // Per-upstream tables appear only where something is overridden, and unset optional
+    // keys are left out rather than invented.
+    assert_eq!(text.matches("[chains.upstreams.rpc]").count(), 1, "{text}");
+    assert!(text.contains("rate_limit_rps = 25") && text.contains("hysteresis = 0.0"), "{text}");
+    assert_eq!(text.matches("hedge_delay_ms").count(), 1, "{text}");
     assert_eq!(reparsed.redacted(), text);
 }
 

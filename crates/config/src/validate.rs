@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use url::Url;
 
-use crate::{ChainConfig, Config, ConfigError, Problem, Result, RpcConfig, UpstreamConfig};
+use crate::{
+    ChainConfig, Config, ConfigError, Problem, Result, RpcConfig, UpstreamConfig, UpstreamRpcOverrides,
+};
 
 impl Config {
     /// Checks every rule and returns all violations, in document order. Empty means valid.
@@ -67,7 +69,9 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
     p.range(&format!("{key}.batch_size"), chain.batch_size, 1, 10_000);
     p.range(&format!("{key}.fetch_concurrency"), chain.fetch_concurrency, 1, 256);
     p.at_least(&format!("{key}.poll_interval_ms"), chain.poll_interval_ms, 10);
-    check_rpc(&chain.rpc, &format!("{key}.rpc"), p);
+    let rpc_key = format!("{key}.rpc");
+    check_rpc(&chain.rpc, &rpc_key, p);
+    check_chain_burst(chain, &rpc_key, p);
 
     if chain.upstreams.is_empty() {
         p.add(format!("{key}.upstreams"), "at least one upstream is required");
@@ -77,19 +81,165 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
         let key = format!("{key}.upstreams[{i}]");
         p.name(&format!("{key}.name"), &upstream.name, "upstream", &mut seen);
         check_upstream_url(upstream, &format!("{key}.url"), p);
+        check_upstream_rpc(&chain.rpc, &upstream.rpc, &format!("{key}.rpc"), &rpc_key, p);
     }
 }
 
+/// `[chains.rpc]` on its own: the call-level keys, the per-upstream defaults by the same
+/// rules as overrides, and the cross-field rules among the chain's values.
 fn check_rpc(rpc: &RpcConfig, key: &str, p: &mut Problems) {
-    p.at_least(&format!("{key}.request_timeout_ms"), rpc.request_timeout_ms, 1);
-    p.range(&format!("{key}.max_attempts"), rpc.max_attempts, 1, 20);
+    let k = |name: &str| format!("{key}.{name}");
+    p.range(&k("max_attempts"), rpc.max_attempts, 1, 20);
     if rpc.backoff_max_ms < rpc.backoff_min_ms {
         p.add(
-            format!("{key}.backoff_max_ms"),
+            k("backoff_max_ms"),
             format!("must be >= backoff_min_ms ({} < {})", rpc.backoff_max_ms, rpc.backoff_min_ms),
         );
     }
-    p.at_least(&format!("{key}.probe_interval_ms"), rpc.probe_interval_ms, 50);
+    p.at_least(&k("probe_interval_ms"), rpc.probe_interval_ms, 50);
+    p.range(&k("max_hedges"), rpc.max_hedges, 0, 4);
+    p.range(&k("hysteresis"), rpc.hysteresis, 0.0, 1.0);
+    p.range(&k("probe_share"), rpc.probe_share, 0.0, 0.5);
+
+    check_overridable(&chain_values(rpc), key, p);
+
+    if rpc.deadline_ms < rpc.request_timeout_ms {
+        p.add(
+            k("deadline_ms"),
+            format!("must be >= request_timeout_ms ({} < {})", rpc.deadline_ms, rpc.request_timeout_ms),
+        );
+    }
+    if rpc.hedge_delay_max_ms < rpc.hedge_delay_min_ms {
+        p.add(
+            k("hedge_delay_max_ms"),
+            format!(
+                "must be >= hedge_delay_min_ms ({} < {})",
+                rpc.hedge_delay_max_ms, rpc.hedge_delay_min_ms
+            ),
+        );
+    }
+}
+
+/// The chain's values of the keys an upstream may override, in the overrides' shape, so
+/// that [`check_overridable`] states each rule once for both places.
+fn chain_values(rpc: &RpcConfig) -> UpstreamRpcOverrides {
+    UpstreamRpcOverrides {
+        request_timeout_ms: Some(rpc.request_timeout_ms),
+        max_lag_blocks: Some(rpc.max_lag_blocks),
+        hedge_delay_ms: rpc.hedge_delay_ms,
+        hedge_quantile: Some(rpc.hedge_quantile),
+        hedge_delay_min_ms: Some(rpc.hedge_delay_min_ms),
+        hedge_delay_max_ms: Some(rpc.hedge_delay_max_ms),
+        breaker_failures: Some(rpc.breaker_failures),
+        breaker_window_ms: Some(rpc.breaker_window_ms),
+        breaker_cooldown_ms: Some(rpc.breaker_cooldown_ms),
+        breaker_successes: Some(rpc.breaker_successes),
+        rate_limit_rps: rpc.rate_limit_rps,
+        rate_limit_burst: rpc.rate_limit_burst,
+        rate_limit_cooldown_ms: Some(rpc.rate_limit_cooldown_ms),
+    }
+}
+
+/// The single-key rules of the per-upstream keys, for whichever of them are set.
+fn check_overridable(values: &UpstreamRpcOverrides, key: &str, p: &mut Problems) {
+    let k = |name: &str| format!("{key}.{name}");
+    let v = values;
+    p.opt_at_least(&k("request_timeout_ms"), v.request_timeout_ms, 1);
+    // max_lag_blocks: any value is meaningful (0 = must be at the best head).
+    p.opt_at_least(&k("hedge_delay_ms"), v.hedge_delay_ms, 1);
+    if let Some(quantile) = v.hedge_quantile {
+        p.range(&k("hedge_quantile"), quantile, 0.5, 0.999);
+    }
+    p.opt_at_least(&k("hedge_delay_min_ms"), v.hedge_delay_min_ms, 1);
+    // hedge_delay_max_ms: bounded below by hedge_delay_min_ms, a cross-field rule.
+    p.opt_at_least(&k("breaker_failures"), v.breaker_failures, 1);
+    p.opt_at_least(&k("breaker_window_ms"), v.breaker_window_ms, 1);
+    p.opt_at_least(&k("breaker_cooldown_ms"), v.breaker_cooldown_ms, 1);
+    p.opt_at_least(&k("breaker_successes"), v.breaker_successes, 1);
+    p.opt_at_least(&k("rate_limit_rps"), v.rate_limit_rps, 1);
+    p.opt_at_least(&k("rate_limit_burst"), v.rate_limit_burst, 1);
+    p.opt_at_least(&k("rate_limit_cooldown_ms"), v.rate_limit_cooldown_ms, 1);
+}
+
+/// A chain-level `rate_limit_burst` without `rate_limit_rps` is fine only if every
+/// upstream that inherits it sets its own `rate_limit_rps`.
+fn check_chain_burst(chain: &ChainConfig, key: &str, p: &mut Problems) {
+    if chain.rpc.rate_limit_burst.is_none() || chain.rpc.rate_limit_rps.is_some() {
+        return;
+    }
+    let unlimited: Vec<String> = chain
+        .upstreams
+        .iter()
+        .filter(|u| u.rpc.rate_limit_burst.is_none() && u.rpc.rate_limit_rps.is_none())
+        .map(|u| format!("{:?}", u.name))
+        .collect();
+    if !unlimited.is_empty() {
+        let (noun, verb) = if unlimited.len() == 1 { ("upstream", "does") } else { ("upstreams", "do") };
+        p.add(
+            format!("{key}.rate_limit_burst"),
+            format!(
+                "set without rate_limit_rps, which {noun} {} {verb} not set either",
+                unlimited.join(", ")
+            ),
+        );
+    }
+}
+
+/// An upstream's `[chains.upstreams.rpc]`: each override by its own rule, then the
+/// cross-field rules on the effective values (override, else the chain's value at
+/// `chain_key`).
+fn check_upstream_rpc(
+    chain: &RpcConfig,
+    own: &UpstreamRpcOverrides,
+    key: &str,
+    chain_key: &str,
+    p: &mut Problems,
+) {
+    check_overridable(own, key, p);
+    let order = |p: &mut Problems, lo: Side<'_>, hi: Side<'_>| effective_order(p, key, chain_key, lo, hi);
+    order(
+        p,
+        ("request_timeout_ms", chain.request_timeout_ms, own.request_timeout_ms),
+        ("deadline_ms", chain.deadline_ms, None),
+    );
+    order(
+        p,
+        ("hedge_delay_min_ms", chain.hedge_delay_min_ms, own.hedge_delay_min_ms),
+        ("hedge_delay_max_ms", chain.hedge_delay_max_ms, own.hedge_delay_max_ms),
+    );
+    if own.rate_limit_burst.is_some() && own.rate_limit_rps.or(chain.rate_limit_rps).is_none() {
+        p.add(
+            format!("{key}.rate_limit_burst"),
+            format!("set without rate_limit_rps (neither here nor in {chain_key})"),
+        );
+    }
+}
+
+/// One side of a cross-field rule as an upstream sees it: key, chain value, override.
+type Side<'a> = (&'a str, u64, Option<u64>);
+
+/// Checks `lo <= hi` on an upstream's effective values. A violation is reported only if
+/// the upstream overrides a side (else the chain's own check reports it), at the key of
+/// the overridden side, `hi` when both are.
+fn effective_order(p: &mut Problems, key: &str, chain_key: &str, lo: Side<'_>, hi: Side<'_>) {
+    let (lo_name, lo_chain, lo_own) = lo;
+    let (hi_name, hi_chain, hi_own) = hi;
+    let (lo_value, hi_value) = (lo_own.unwrap_or(lo_chain), hi_own.unwrap_or(hi_chain));
+    if lo_value <= hi_value {
+        return;
+    }
+    let of_chain = |own: Option<u64>| if own.is_some() { String::new() } else { format!(" of {chain_key}") };
+    if hi_own.is_some() {
+        p.add(
+            format!("{key}.{hi_name}"),
+            format!("must be >= {lo_name}{} ({hi_value} < {lo_value})", of_chain(lo_own)),
+        );
+    } else if lo_own.is_some() {
+        p.add(
+            format!("{key}.{lo_name}"),
+            format!("must be <= {hi_name}{} ({lo_value} > {hi_value})", of_chain(hi_own)),
+        );
+    }
 }
 
 fn check_upstream_url(upstream: &UpstreamConfig, key: &str, p: &mut Problems) {
@@ -119,8 +269,9 @@ impl Problems {
         self.0.push(Problem::new(key, message));
     }
 
-    fn range<T: PartialOrd + Display>(&mut self, key: &str, value: T, min: T, max: T) {
-        if value < min || value > max {
+    /// `min..=max`; NaN (TOML has `nan`) is outside every range.
+    fn range<T: PartialOrd + Display + Copy>(&mut self, key: &str, value: T, min: T, max: T) {
+        if !(min..=max).contains(&value) {
             self.add(key, format!("must be between {min} and {max}, got {value}"));
         }
     }
@@ -128,6 +279,13 @@ impl Problems {
     fn at_least<T: PartialOrd + Display>(&mut self, key: &str, value: T, min: T) {
         if value < min {
             self.add(key, format!("must be at least {min}, got {value}"));
+        }
+    }
+
+    /// [`Self::at_least`] for an optional key, when set.
+    fn opt_at_least<T: PartialOrd + Display>(&mut self, key: &str, value: Option<T>, min: T) {
+        if let Some(value) = value {
+            self.at_least(key, value, min);
         }
     }
 

@@ -55,7 +55,10 @@ async fn chains_report_indexed_head_heads_and_upstreams() {
     // The identity check (eth_chainId) was its only request.
     assert_eq!(anvil["requests"], 1, "{anvil}");
     assert_eq!(anvil["failures"], 0, "{anvil}");
-    assert!(anvil["latency_ms"].is_f64(), "{anvil}");
+    assert!(anvil["latency_p50_ms"].is_f64(), "{anvil}");
+    assert_eq!(anvil["breaker"], "closed", "{anvil}");
+    let score = anvil["score"].as_f64().expect("score");
+    assert!(score > 0.0 && score <= 1.0, "{anvil}");
     // The URL (which may carry an API key) is never shown.
     assert!(!body.to_string().contains(&fx.anvil.url), "{body}");
 }

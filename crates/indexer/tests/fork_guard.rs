@@ -38,7 +38,11 @@ async fn fork_below_the_indexed_head_stops_the_loop_without_writing() {
     store.migrate().await.expect("migrations");
 
     let spec = ChainSpec { name: "fork".into(), kind: ChainKind::Evm, chain_id: 31337 };
-    let upstream = UpstreamConfig { name: "anvil".into(), url: anvil.url.parse().expect("url") };
+    let upstream = UpstreamConfig {
+        name: "anvil".into(),
+        url: anvil.url.parse().expect("url"),
+        policy: Default::default(),
+    };
     let pool = Arc::new(EvmNetwork::pool(&spec, vec![upstream], PoolConfig::default()));
     pool.verify_all().await;
     let network: Arc<dyn Network> = Arc::new(EvmNetwork::new(spec, pool, EvmOptions::default()));

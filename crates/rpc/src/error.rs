@@ -92,6 +92,9 @@ pub enum RpcError {
     /// A JSON-RPC error object returned by the upstream.
     #[error("upstream {upstream}: JSON-RPC error {}: {}", error.code, error.message)]
     JsonRpc { upstream: String, error: JsonRpcError },
+    /// The call's deadline passed before any upstream answered.
+    #[error("chain {chain}: no answer within the {after:?} deadline{}", last.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    DeadlineExceeded { chain: String, after: Duration, last: Option<Box<RpcError>> },
     /// No upstream is eligible (all excluded or unverified).
     #[error("no upstream available for chain {chain}: {reason}")]
     NoUpstream { chain: String, reason: String },
@@ -102,6 +105,7 @@ impl RpcError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Timeout { .. } | Self::InvalidResponse { .. } => true,
+            Self::DeadlineExceeded { .. } => true,
             Self::Http { status, .. } => *status == 429 || *status >= 500 || *status == 408,
             Self::JsonRpc { error, .. } => error.is_upstream_fault(),
             Self::NoUpstream { .. } => false,
@@ -137,6 +141,9 @@ impl RpcError {
             Self::NoUpstream { .. } => {
                 JsonRpcError { code: -32603, message: "no healthy upstream available".into(), data: None }
             }
+            Self::DeadlineExceeded { .. } => {
+                JsonRpcError { code: -32603, message: "upstream request timed out".into(), data: None }
+            }
             other if other.is_rate_limit() => {
                 JsonRpcError { code: -32005, message: "upstreams are rate limited".into(), data: None }
             }
@@ -156,6 +163,7 @@ impl RpcError {
             Self::JsonRpc { error, .. } if error.is_upstream_fault() => "rpc_server_error",
             Self::JsonRpc { .. } => "rpc_client_error",
             Self::NoUpstream { .. } => "no_upstream",
+            Self::DeadlineExceeded { .. } => "deadline",
         }
     }
 }

@@ -2,17 +2,22 @@
 //!
 //! One [`Pool`] per chain is shared by the indexer (through the chain adapter) and the gateway's `/rpc` proxy, so
 //! both see the same health picture. The pool, not its callers, decides retries: an error that comes out of
-//! [`Pool::call`] already had its failover and backoff, and carries its class ([`RpcError::is_retryable`]).
+//! [`Pool::call`] already had its failover, hedging and backoff, and carries its class ([`RpcError::is_retryable`]).
 //!
-//! Upstreams are verified before use with the adapter's [`IdentityCheck`] (chain id on EVM), and probed
-//! periodically for liveness and head height with its [`HeadProbe`].
+//! Per upstream it keeps a latency window, error and throttle rates, the reported head, a circuit breaker and a
+//! `governor` rate budget, and routes each call to the best-scoring eligible upstream (with hysteresis, so the
+//! primary does not flap). Every exclusion has a reason shown in [`UpstreamStatus`]. Upstreams are verified before
+//! use with the adapter's [`IdentityCheck`] (chain id on EVM) and probed with its [`HeadProbe`].
 
 mod error;
+mod policy;
 mod pool;
 mod upstream;
 
 pub use error::{JsonRpcError, RpcError};
+pub use policy::{BreakerConfig, HedgeDelay, PoolConfig, RateLimit, UpstreamPolicy};
 pub use pool::{
-    HeadProbe, IdentityCheck, IdentityVerifier, Pool, PoolConfig, UpstreamConfig, is_write_method,
+    CallTrace, HeadProbe, IdentityCheck, IdentityVerifier, Pool, RequestHints, RequestInspector,
+    UpstreamConfig, WriteKind, is_write_method, method_class, write_kind,
 };
-pub use upstream::{UpstreamState, UpstreamStatus};
+pub use upstream::{BreakerState, UpstreamStatus};

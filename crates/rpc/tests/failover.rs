@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainmux_rpc::{HeadProbe, IdentityCheck, Pool, PoolConfig, RpcError, UpstreamConfig, UpstreamStatus};
+use chainmux_rpc::{
+    HeadProbe, IdentityCheck, Pool, PoolConfig, RpcError, UpstreamConfig, UpstreamPolicy, UpstreamStatus,
+};
 use chainmux_testkit::{Anvil, Eth, contracts, free_port};
 use common::{FakeUpstream, Mode};
 use serde_json::value::RawValue;
@@ -20,14 +22,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound for waits on the monitor; a passing test needs a few probe intervals.
 const MONITOR_WAIT: Duration = Duration::from_secs(10);
 
+/// Hedging off: these tests count requests per upstream exactly (hedging has its own tests).
 fn config() -> PoolConfig {
     PoolConfig {
-        request_timeout: REQUEST_TIMEOUT,
         max_attempts: 4,
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
         probe_interval: Duration::from_millis(100),
+        hedge: false,
+        ..PoolConfig::default()
     }
+}
+
+fn policy() -> UpstreamPolicy {
+    UpstreamPolicy { request_timeout: REQUEST_TIMEOUT, ..UpstreamPolicy::default() }
 }
 
 /// A pool over `(name, url)` upstreams, in that order, without identity check.
@@ -37,6 +45,7 @@ fn pool_with(upstreams: &[(&str, &str)], config: PoolConfig) -> Pool {
         .map(|(name, url)| UpstreamConfig {
             name: (*name).to_owned(),
             url: url.parse().expect("upstream URL"),
+            policy: policy(),
         })
         .collect();
     Pool::new("test", upstreams, config)
@@ -72,7 +81,12 @@ fn chain_id_check(expected: u64) -> IdentityCheck {
 }
 
 fn block_number_probe() -> HeadProbe {
-    HeadProbe { method: "eth_blockNumber".into(), params: params(json!([])), parse: parse_quantity }
+    HeadProbe {
+        method: "eth_blockNumber".into(),
+        params: params(json!([])),
+        parse: parse_quantity,
+        encode: |n| params(json!(format!("{n:#x}"))),
+    }
 }
 
 async fn chain_id(pool: &Pool) -> Result<Box<RawValue>, RpcError> {
@@ -233,9 +247,10 @@ async fn rate_limited_primary_fails_over_to_secondary() {
     // Retry-After concerns the upstream that sent it: moving on to another one does not wait.
     assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
     assert_eq!(fake.requests(), 1);
+    // A 429 benches the upstream for its Retry-After, with that reason.
     let primary = status(&pool, "primary");
-    assert_eq!(primary.state, "down");
-    assert!(primary.reason.as_deref().is_some_and(|r| r.contains("HTTP 429")), "{primary:?}");
+    assert_eq!(primary.state, "excluded");
+    assert!(primary.reason.as_deref().is_some_and(|r| r.contains("rate limited")), "{primary:?}");
 }
 
 #[tokio::test]
@@ -326,7 +341,7 @@ async fn reverting_eth_call_is_not_retried() {
 }
 
 #[tokio::test]
-async fn write_is_not_resent_after_a_timeout() {
+async fn signed_write_is_retried_after_a_timeout_and_lands_once() {
     let anvil = Anvil::spawn().await;
     let eth = Eth::new(&anvil.url);
     let raw_tx = signed_transfer(&eth).await;
@@ -334,20 +349,49 @@ async fn write_is_not_resent_after_a_timeout() {
     let secondary = FakeUpstream::start(Mode::Proxy(anvil.url.clone())).await;
     let pool = ready_pool(&[("primary", &primary.url), ("secondary", &secondary.url)]).await;
 
+    // Re-sending the same signed bytes cannot create a second transaction, so a timeout is retried elsewhere.
+    let hash = pool.call("eth_sendRawTransaction", &params(json!([raw_tx]))).await.expect("the retry lands");
+    assert_eq!(primary.received("eth_sendRawTransaction"), 1);
+    assert_eq!(secondary.received("eth_sendRawTransaction"), 1);
+    let hash: String = serde_json::from_str(hash.get()).expect("a transaction hash");
+    let receipt = eth.wait_receipt(hash.parse().expect("a 32-byte hash")).await;
+    assert_eq!(receipt["status"], "0x1", "mined: {receipt}");
+    // The slow primary delivers its copy later; the chain still has the transaction exactly once.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let block: u64 =
+        u64::from_str_radix(receipt["blockNumber"].as_str().expect("number").trim_start_matches("0x"), 16)
+            .expect("hex");
+    let head = eth.block_number().await;
+    let mut copies = 0;
+    for number in block..=head {
+        let txs = eth.block(number, false).await["transactions"].as_array().cloned().unwrap_or_default();
+        copies += txs.iter().filter(|t| t.as_str() == Some(hash.as_str())).count();
+    }
+    assert_eq!(copies, 1, "the transaction is on chain once");
+}
+
+#[tokio::test]
+async fn node_signed_write_is_not_resent_after_a_timeout() {
+    let anvil = Anvil::spawn().await;
+    let eth = Eth::new(&anvil.url);
+    let accounts = eth.accounts().await;
+    let primary = FakeUpstream::start(Mode::Slow(Duration::from_secs(2), anvil.url.clone())).await;
+    let secondary = FakeUpstream::start(Mode::Proxy(anvil.url.clone())).await;
+    let pool = ready_pool(&[("primary", &primary.url), ("secondary", &secondary.url)]).await;
+
+    let tx = json!([{ "from": accounts[0], "to": accounts[1], "value": "0x1" }]);
     let started = Instant::now();
-    let err =
-        pool.call("eth_sendRawTransaction", &params(json!([raw_tx]))).await.expect_err("primary too slow");
+    let err = pool.call("eth_sendTransaction", &params(tx)).await.expect_err("primary too slow");
     assert!(matches!(&err, RpcError::Timeout { upstream, .. } if upstream == "primary"), "{err:?}");
     assert!(!err.was_not_delivered(), "a timed-out write may have been executed");
     assert!(started.elapsed() < Duration::from_secs(1), "one attempt only: {:?}", started.elapsed());
-    assert_eq!(primary.received("eth_sendRawTransaction"), 1);
-    assert_eq!(secondary.requests(), 0, "the write was not re-sent to the secondary");
+    assert_eq!(primary.received("eth_sendTransaction"), 1);
+    assert_eq!(secondary.received("eth_sendTransaction"), 0, "the node-signed write was not re-sent");
 
     // The secondary is usable: a read with the same failure does fail over to it.
     let answer = chain_id(&pool).await.expect("a read fails over");
     assert_eq!(answer.get(), ANVIL_CHAIN_ID);
     assert_eq!(secondary.received("eth_chainId"), 1);
-    assert_eq!(secondary.received("eth_sendRawTransaction"), 0);
 }
 
 #[tokio::test]

@@ -375,7 +375,11 @@ impl Fixture {
         assert_eq!(stats.blocks, 4);
         store.set_heads(CHAIN, &HEADS).await.expect("set heads");
 
-        let upstream = UpstreamConfig { name: "anvil".into(), url: anvil.url.parse().expect("anvil url") };
+        let upstream = UpstreamConfig {
+            name: "anvil".into(),
+            url: anvil.url.parse().expect("anvil url"),
+            policy: Default::default(),
+        };
         let pool = Arc::new(chainmux_evm::EvmNetwork::pool(&spec, vec![upstream], PoolConfig::default()));
         pool.verify_all().await;
 
