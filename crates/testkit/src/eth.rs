@@ -21,16 +21,7 @@ pub struct Eth {
 
 impl Eth {
     pub fn new(url: &str) -> Eth {
-        // reqwest is built without a default crypto provider; give it one explicitly so
-        // that no process-wide state is touched. Only plain http is expected here.
-        let tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
-                .unwrap_or_else(|err| panic!("rustls config: {err}"));
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
+        let client = plain_http_client()
             .timeout(Duration::from_secs(300))
             .build()
             .unwrap_or_else(|err| panic!("cannot build HTTP client: {err}"));
@@ -214,6 +205,16 @@ impl Eth {
     pub async fn block(&self, number: u64, full: bool) -> Value {
         self.request("eth_getBlockByNumber", json!([format!("0x{number:x}"), full])).await
     }
+}
+
+/// A `reqwest` client builder for plain `http://` on 127.0.0.1: no proxy, and its own rustls
+/// provider (reqwest is built without a default one), so that no process-wide state is touched.
+pub(crate) fn plain_http_client() -> reqwest::ClientBuilder {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+        .unwrap_or_else(|err| panic!("rustls config: {err}"));
+    reqwest::Client::builder().tls_backend_preconfigured(tls).no_proxy()
 }
 
 fn into_array(value: Value, what: &str) -> Vec<Value> {

@@ -4,6 +4,8 @@
 //! [`TestDb`] creates a throwaway database on a real PostgreSQL server, [`Eth`] is a
 //! minimal raw JSON-RPC client, and [`populate_transfers`] deploys the Solidity test
 //! contracts in `contracts/` and fills a chain with a known mix of token transfers.
+//! [`FaultProxy`] stands between code under test and a node to inject the failures a real node
+//! cannot produce on demand (refused connections, hangs, HTTP errors, garbage, lag, a wrong chain id).
 //!
 //! The tools come from `scripts/ensure-tools.sh`; nothing here is meant for production code.
 
@@ -11,6 +13,7 @@ mod anvil;
 pub mod contracts;
 mod db;
 mod eth;
+mod fault;
 mod populate;
 
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ use std::path::PathBuf;
 pub use anvil::{Anvil, anvil_binary, free_port};
 pub use db::{TestDb, admin_url};
 pub use eth::Eth;
+pub use fault::{Fault, FaultProxy};
 pub use populate::{TransferMix, populate_transfers};
 
 /// `<crate dir>/fixtures`: recorded data for tests, each file with its source and licence notes.
