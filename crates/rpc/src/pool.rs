@@ -289,6 +289,10 @@ impl Pool {
             return;
         }
         let Some(probe) = &self.probe else { return };
+        if upstream.cooldown_left(Instant::now()).is_some() {
+            // Benched by a 429's Retry-After: a probe now would only spend the provider's quota.
+            return;
+        }
         let result = self.attempt(index, &probe.method, &probe.params, upstream.policy.request_timeout).await;
         if let Ok(raw) = result {
             match (probe.parse)(&raw) {
@@ -351,6 +355,9 @@ impl Pool {
         let mut round: Vec<usize> = Vec::new();
         let mut last_error: Option<RpcError> = None;
         let mut inflight: FuturesUnordered<Attempt<'_>> = FuturesUnordered::new();
+        // Attempts in flight and when they started: a hedge's loser is cancelled unanswered, and its wait so far
+        // is still a latency sample, or hedging would hide a slow upstream from its score.
+        let mut started_at: Vec<(usize, Instant)> = Vec::new();
         let mut hedge_at: Option<tokio::time::Instant> = None;
         let max_attempts = self.config.max_attempts.max(1) as u32;
 
@@ -376,6 +383,7 @@ impl Pool {
                 {
                     Ok(index) => {
                         inflight.push(self.timed_attempt(index, method, params, deadline));
+                        started_at.push((index, Instant::now()));
                         trace.attempts += 1;
                         hedge_at = self.hedge_time(index, write.is_some(), &trace);
                     }
@@ -390,11 +398,25 @@ impl Pool {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, deadline first: an attempt's timeout is capped at the deadline and fires in the same timer
+            // tick, and the call must then end as `DeadlineExceeded`, not as that upstream's timeout (which would
+            // also count against the upstream and start a zero-budget attempt on the next one).
             tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let last = last_error.map(Box::new);
+                    return (Err(RpcError::DeadlineExceeded { chain: self.chain.clone(), after: self.config.deadline, last }), trace);
+                }
                 Some((index, result)) = inflight.next() => {
                     let upstream = &self.upstreams[index];
+                    if let Some(position) = started_at.iter().position(|(i, _)| *i == index) {
+                        started_at.swap_remove(position);
+                    }
                     match result {
                         Ok(raw) => {
+                            for (loser, since) in &started_at {
+                                self.upstreams[*loser].record_unanswered(since.elapsed());
+                            }
                             trace.upstream = Some(upstream.name.clone());
                             return (Ok(self.adjust_head_answer(index, method, raw)), trace);
                         }
@@ -424,14 +446,11 @@ impl Pool {
                         round.push(index);
                         metrics::counter!("chainmux_upstream_hedges_total", "chain" => self.chain.clone(), "upstream" => self.upstreams[index].name.clone()).increment(1);
                         inflight.push(self.timed_attempt(index, method, params, deadline));
+                        started_at.push((index, Instant::now()));
                         trace.attempts += 1;
                         trace.hedges += 1;
                         hedge_at = self.hedge_time(index, false, &trace);
                     }
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let last = last_error.map(Box::new);
-                    return (Err(RpcError::DeadlineExceeded { chain: self.chain.clone(), after: self.config.deadline, last }), trace);
                 }
             }
         }

@@ -117,7 +117,8 @@ struct LatencyWindow {
     since_refresh: usize,
 }
 
-const LATENCY_SAMPLES: usize = 128;
+/// Recent enough that a recovered upstream's fast answers outweigh its bad spell within a few dozen requests.
+const LATENCY_SAMPLES: usize = 64;
 /// Quantiles are recomputed every few samples: exact enough for routing, cheap on the hot path.
 const LATENCY_REFRESH: usize = 8;
 
@@ -351,10 +352,17 @@ impl Upstream {
                 }
                 Verdict::Failed => {
                     o.failures += 1;
+                    // A timeout is the slowest answer of all; it must weigh on the latency like one.
+                    o.latency.record(latency.as_secs_f64() * 1000.0);
                     o.breaker.on_failure(now, &policy.breaker).map(Transition::Breaker)
                 }
             }
         })
+    }
+
+    /// A request cancelled unanswered after `waited` (a hedge's loser): at least that slow.
+    pub(crate) fn record_unanswered(&self, waited: Duration) {
+        self.with(|o| o.latency.record(waited.as_secs_f64() * 1000.0));
     }
 
     pub(crate) fn set_last_failure(&self, reason: String) {
@@ -390,8 +398,9 @@ impl Upstream {
     /// Routing score in [0, 1]: fast, error-free, unthrottled and up to date is 1.
     pub(crate) fn score(&self, best_head: Option<u64>) -> f64 {
         self.with(|o| {
-            // Unknown latency counts as moderate, so a fresh upstream is neither favoured nor starved.
-            let latency_ms = o.latency.p90.unwrap_or(50.0);
+            // Unknown latency counts as fast: a fresh upstream keeps its configured priority until measured
+            // (probes measure it within one interval).
+            let latency_ms = o.latency.p90.unwrap_or(0.0);
             let lag = match (best_head, o.head) {
                 (Some(best), Some(head)) => best.saturating_sub(head) as f64,
                 _ => 0.0,
@@ -483,14 +492,19 @@ mod tests {
     }
 
     #[test]
-    fn latency_quantiles() {
+    fn latency_quantiles_over_the_recent_window() {
         let mut window = LatencyWindow::new();
-        for ms in 1..=100 {
-            window.record(f64::from(ms));
+        for ms in 1..=LATENCY_SAMPLES {
+            window.record(ms as f64);
         }
-        assert_eq!(window.quantile(0.5), Some(51.0));
-        assert_eq!(window.quantile(0.9), Some(90.0));
-        assert!(window.p90.is_some_and(|p| (85.0..=95.0).contains(&p)));
+        assert_eq!(window.quantile(0.5), Some(33.0));
+        assert_eq!(window.quantile(0.9), Some(58.0));
+        // A full window of new samples replaces the old ones entirely.
+        for _ in 0..LATENCY_SAMPLES {
+            window.record(1000.0);
+        }
+        assert_eq!(window.quantile(0.5), Some(1000.0));
+        assert_eq!(window.p90, Some(1000.0));
     }
 
     #[test]

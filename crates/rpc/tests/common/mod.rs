@@ -2,8 +2,9 @@
 //!
 //! An axum server on `127.0.0.1:0` whose behaviour is switched at runtime with [`FakeUpstream::set_mode`]: it
 //! forwards to a real anvil, or fails in a chosen way (an HTTP error status, rate limiting, a non-JSON body, a
-//! JSON-RPC internal error, no answer at all, a late answer). Whatever the mode, it records the method of every
-//! request it receives, so a test can tell which upstream a call reached and how often.
+//! JSON-RPC internal error, no answer at all, a late answer), acts like a node behind the real one, or fails for one
+//! method only. Whatever the mode, it records the method of every request it receives, so a test can tell which
+//! upstream a call reached and how often.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 /// How the fake answers the next requests.
 #[derive(Debug, Clone)]
+#[allow(dead_code, reason = "each test binary uses a subset of the modes")]
 pub(crate) enum Mode {
     /// Forwards the body to this URL (a real anvil) and returns its answer.
     Proxy(String),
@@ -34,6 +36,14 @@ pub(crate) enum Mode {
     Slow(Duration, String),
     /// A JSON-RPC success with this fixed `result`.
     Answer(Value),
+    /// Forwards to this URL at once, then holds the answer back for this long: the request takes effect upstream
+    /// (a transaction lands) while the caller may time out first.
+    Late(Duration, String),
+    /// A node `behind` blocks behind the one at `url`: `eth_blockNumber` answers the target's head minus `behind`,
+    /// everything else is forwarded like [`Mode::Proxy`].
+    Lagging { url: String, behind: u64 },
+    /// `mode` for requests of `method` only; every other method is forwarded to `url` like [`Mode::Proxy`].
+    Only { method: String, mode: Box<Mode>, url: String },
 }
 
 #[derive(Debug)]
@@ -96,9 +106,14 @@ impl Drop for FakeUpstream {
 async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let method = request.get("method").and_then(Value::as_str).unwrap_or("?").to_owned();
-    lock(&shared.methods).push(method);
+    lock(&shared.methods).push(method.clone());
     let id = request.get("id").cloned().unwrap_or(Value::Null);
-    let mode = lock(&shared.mode).clone();
+    let configured = lock(&shared.mode).clone();
+    let mode = match configured {
+        Mode::Only { method: only, mode, .. } if only == method => *mode,
+        Mode::Only { url, .. } => Mode::Proxy(url),
+        other => other,
+    };
     match mode {
         Mode::Proxy(url) => proxy(&shared.http, &url, body).await,
         Mode::Slow(delay, url) => {
@@ -126,6 +141,41 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         ),
         Mode::Hang => std::future::pending().await,
         Mode::Answer(result) => json_response(json!({"jsonrpc": "2.0", "id": id, "result": result})),
+        Mode::Late(delay, url) => {
+            let answer = proxy(&shared.http, &url, body).await;
+            tokio::time::sleep(delay).await;
+            answer
+        }
+        Mode::Lagging { url, behind } if method == "eth_blockNumber" => {
+            lagging_head(&shared.http, &url, body, behind, id).await
+        }
+        Mode::Lagging { url, .. } => proxy(&shared.http, &url, body).await,
+        // Resolved above: `Only` never nests.
+        Mode::Only { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "fake upstream: nested Only").into_response()
+        }
+    }
+}
+
+/// The target's `eth_blockNumber`, `behind` blocks lower (not below 0).
+async fn lagging_head(http: &reqwest::Client, url: &str, body: Bytes, behind: u64, id: Value) -> Response {
+    let sent = http.post(url).header(header::CONTENT_TYPE, "application/json").body(body).send().await;
+    let answer = match sent {
+        Ok(response) => {
+            response.bytes().await.ok().and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        }
+        Err(_) => None,
+    };
+    let head = answer
+        .as_ref()
+        .and_then(|answer| answer.get("result"))
+        .and_then(Value::as_str)
+        .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
+    match head {
+        Some(head) => json_response(
+            json!({"jsonrpc": "2.0", "id": id, "result": format!("{:#x}", head.saturating_sub(behind))}),
+        ),
+        None => (StatusCode::BAD_GATEWAY, "fake upstream: no head from the proxy target").into_response(),
     }
 }
 
