@@ -4,9 +4,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chainmux_rpc::{JsonRpcError, UpstreamStatus};
+use chainmux_rpc::{CallTrace, JsonRpcError, UpstreamStatus};
 use chainmux_store::{ChainState, LogFilter, TransferFilter};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -256,57 +256,96 @@ pub(crate) async fn rpc(
                 return json_response(StatusCode::OK, &RpcResponse::error(Value::Null, -32600, message));
             }
             let answers = join_all(items.into_iter().map(|item| forward(&handle.pool, item))).await;
-            let answers: Vec<RpcResponse> = answers.into_iter().flatten().collect();
+            let answers: Vec<RpcResponse> = answers.into_iter().filter_map(|(answer, _)| answer).collect();
             if answers.is_empty() {
                 return StatusCode::NO_CONTENT.into_response();
             }
             json_response(StatusCode::OK, &answers)
         }
-        single => match forward(&handle.pool, single).await {
-            Some(answer) => json_response(StatusCode::OK, &answer),
-            None => StatusCode::NO_CONTENT.into_response(),
-        },
+        single => {
+            let (answer, trace) = forward(&handle.pool, single).await;
+            let mut response = match answer {
+                Some(answer) => json_response(StatusCode::OK, &answer),
+                None => StatusCode::NO_CONTENT.into_response(),
+            };
+            if let Some(trace) = trace {
+                add_trace_headers(&mut response, &trace);
+            }
+            response
+        }
     }
 }
 
-/// Validates and forwards one request; `None` for a notification (no `id`), which gets no answer.
-async fn forward(pool: &chainmux_rpc::Pool, request: Value) -> Option<RpcResponse> {
+/// Says which upstream answered a single request and what it took, so routing is never a mystery to a client.
+fn add_trace_headers(response: &mut Response, trace: &CallTrace) {
+    let headers = response.headers_mut();
+    if let Some(upstream) = trace.upstream.as_deref().and_then(|name| HeaderValue::from_str(name).ok()) {
+        headers.insert("x-chainmux-upstream", upstream);
+    }
+    headers.insert("x-chainmux-attempts", HeaderValue::from(trace.attempts));
+    if trace.hedges > 0 {
+        headers.insert("x-chainmux-hedges", HeaderValue::from(trace.hedges));
+    }
+}
+
+/// A request that passed validation.
+struct ValidRequest {
+    id: Value,
+    method: String,
+    params: Box<RawValue>,
+    /// No `id`: forwarded, but answered with nothing.
+    is_notification: bool,
+}
+
+/// Checks one JSON-RPC request object; the error is the answer to send instead.
+fn validate(request: Value) -> Result<ValidRequest, RpcResponse> {
     let Value::Object(mut request) = request else {
-        return Some(RpcResponse::error(Value::Null, -32600, "Invalid Request: not an object"));
+        return Err(RpcResponse::error(Value::Null, -32600, "Invalid Request: not an object"));
     };
     let id = request.remove("id");
     let is_notification = id.is_none();
     let id = id.unwrap_or(Value::Null);
     if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
-        return Some(RpcResponse::error(
+        return Err(RpcResponse::error(
             Value::Null,
             -32600,
             "Invalid Request: id must be a number, string or null",
         ));
     }
     if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Some(RpcResponse::error(id, -32600, "Invalid Request: jsonrpc must be \"2.0\""));
+        return Err(RpcResponse::error(id, -32600, "Invalid Request: jsonrpc must be \"2.0\""));
     }
     let Some(Value::String(method)) = request.remove("method") else {
-        return Some(RpcResponse::error(id, -32600, "Invalid Request: method must be a string"));
+        return Err(RpcResponse::error(id, -32600, "Invalid Request: method must be a string"));
     };
     let params = match request.remove("params") {
         None => Value::Array(Vec::new()),
         Some(params @ (Value::Array(_) | Value::Object(_))) => params,
         Some(_) => {
-            return Some(RpcResponse::error(id, -32602, "Invalid params: must be an array or an object"));
+            return Err(RpcResponse::error(id, -32602, "Invalid params: must be an array or an object"));
         }
     };
-    let params = match serde_json::value::to_raw_value(&params) {
-        Ok(raw) => raw,
-        Err(_) => return Some(RpcResponse::error(id, -32602, "Invalid params")),
+    match serde_json::value::to_raw_value(&params) {
+        Ok(params) => Ok(ValidRequest { id, method, params, is_notification }),
+        Err(_) => Err(RpcResponse::error(id, -32602, "Invalid params")),
+    }
+}
+
+/// Validates and forwards one request. The answer is `None` for a notification, which gets none; the trace is
+/// `None` when the request never reached the pool.
+async fn forward(pool: &chainmux_rpc::Pool, request: Value) -> (Option<RpcResponse>, Option<CallTrace>) {
+    let request = match validate(request) {
+        Ok(request) => request,
+        Err(answer) => return (Some(answer), None),
     };
-    let answer = match pool.call(&method, &params).await {
+    let (result, trace) = pool.call_traced(&request.method, &request.params).await;
+    let id = request.id;
+    let answer = match result {
         Ok(result) => RpcResponse { jsonrpc: "2.0", id, result: Some(result), error: None },
         Err(err) => {
-            tracing::debug!(%err, method, "proxied request failed");
+            tracing::debug!(%err, method = %request.method, "proxied request failed");
             RpcResponse { jsonrpc: "2.0", id, result: None, error: Some(err.to_client_error()) }
         }
     };
-    (!is_notification).then_some(answer)
+    ((!request.is_notification).then_some(answer), Some(trace))
 }

@@ -4,10 +4,12 @@
 mod common;
 
 use alloy::primitives::U256;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
 use chainmux_testkit::Eth;
 use chainmux_testkit::contracts;
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 use common::*;
 
@@ -620,6 +622,16 @@ async fn rpc_single_requests_echo_their_id() {
     let (status, body) = fx.rpc("local", r#"{"jsonrpc":"2.0","id":"req-7","method":"eth_chainId"}"#).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, Some(json!({ "jsonrpc": "2.0", "id": "req-7", "result": "0x7a69" })));
+
+    // The answer says which upstream served it and how many attempts it took.
+    let request = Request::post("/rpc/local")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#))
+        .expect("request");
+    let response = fx.app.clone().oneshot(request).await.expect("the router is infallible");
+    assert_eq!(response.headers().get("x-chainmux-upstream").and_then(|v| v.to_str().ok()), Some("anvil"));
+    assert_eq!(response.headers().get("x-chainmux-attempts").and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(response.headers().get("x-chainmux-hedges").is_none());
 
     // `null` is an id too (answered), unlike an absent id (a notification: no answer at all).
     let (status, body) = fx.rpc("local", r#"{"jsonrpc":"2.0","id":null,"method":"eth_chainId"}"#).await;
