@@ -825,8 +825,7 @@ async fn metrics_are_labelled_by_matched_route() {
     let transfers_ok =
         r#"chainmux_http_requests_total{route="/v1/chains/{chain}/transfers",method="GET",status="200"}"#;
 
-    let before =
-        fx.send(axum::http::Request::get("/metrics").body(axum::body::Body::empty()).expect("req")).await;
+    let before = fx.send(Request::get("/metrics").body(Body::empty()).expect("req")).await;
     let before = String::from_utf8(before.2).expect("utf-8");
     fx.get_ok("/v1/chains/local/transfers?limit=2").await;
     fx.get_ok(&format!("/v1/chains/local/transfers?address={ALICE}")).await;
@@ -835,7 +834,7 @@ async fn metrics_are_labelled_by_matched_route() {
     assert_eq!(status, StatusCode::OK);
 
     let (status, content_type, body) =
-        fx.send(axum::http::Request::get("/metrics").body(axum::body::Body::empty()).expect("req")).await;
+        fx.send(Request::get("/metrics").body(Body::empty()).expect("req")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
     let text = String::from_utf8(body).expect("utf-8");
