@@ -69,6 +69,11 @@ pub struct Config {
     pub probe_interval_ms: u64,
     pub request_timeout_ms: u64,
     pub drain_delay_ms: u64,
+    /// More `[chains.rpc]` keys as `(key, TOML value)`, e.g. `("deadline_ms", "3000")` or `("hedge", "false")`;
+    /// a key given here replaces the one the fields above would write.
+    pub rpc: Vec<(String, String)>,
+    /// `[chains.upstreams.rpc]` overrides as `(upstream name, key, TOML value)`.
+    pub upstream_rpc: Vec<(String, String, String)>,
 }
 
 impl Config {
@@ -84,7 +89,16 @@ impl Config {
             probe_interval_ms: 200,
             request_timeout_ms: 5000,
             drain_delay_ms: 100,
+            rpc: Vec::new(),
+            upstream_rpc: Vec::new(),
         }
+    }
+
+    /// Sets the `[chains.rpc]` key `key` to the TOML value `value` (replacing an earlier setting).
+    pub fn rpc_key(&mut self, key: &str, value: impl ToString) -> &mut Config {
+        self.rpc.retain(|(k, _)| k != key);
+        self.rpc.push((key.to_owned(), value.to_string()));
+        self
     }
 
     pub fn toml(&self, listen: &str) -> String {
@@ -93,8 +107,7 @@ impl Config {
              [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
              [[chains]]\nname = {}\nkind = \"evm\"\nchain_id = {}\nstart_block = 0\nbatch_size = {}\n\
              poll_interval_ms = {}\n\n\
-             [chains.rpc]\nrequest_timeout_ms = {}\nprobe_interval_ms = {}\nbackoff_min_ms = 20\n\
-             backoff_max_ms = 200\n",
+             [chains.rpc]\n",
             toml_string(&self.database_url),
             toml_string(listen),
             self.drain_delay_ms,
@@ -102,15 +115,36 @@ impl Config {
             self.chain_id,
             self.batch_size,
             self.poll_interval_ms,
-            self.request_timeout_ms,
-            self.probe_interval_ms,
         );
+        let mut rpc: Vec<(String, String)> = vec![
+            ("request_timeout_ms".into(), self.request_timeout_ms.to_string()),
+            ("probe_interval_ms".into(), self.probe_interval_ms.to_string()),
+            ("backoff_min_ms".into(), "20".into()),
+            ("backoff_max_ms".into(), "200".into()),
+        ];
+        for (key, value) in &self.rpc {
+            match rpc.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1.clone_from(value),
+                None => rpc.push((key.clone(), value.clone())),
+            }
+        }
+        for (key, value) in &rpc {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
         for (name, url) in &self.upstreams {
             text.push_str(&format!(
                 "\n[[chains.upstreams]]\nname = {}\nurl = {}\n",
                 toml_string(name),
                 toml_string(url)
             ));
+            let overrides: Vec<_> =
+                self.upstream_rpc.iter().filter(|(upstream, _, _)| upstream == name).collect();
+            if !overrides.is_empty() {
+                text.push_str("\n[chains.upstreams.rpc]\n");
+                for (_, key, value) in overrides {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+            }
         }
         text
     }
