@@ -23,12 +23,6 @@ const DEADLINE: Duration = Duration::from_millis(DEADLINE_MS);
 const PROBE_INTERVAL_MS: u64 = 100;
 const BREAKER_COOLDOWN_MS: u64 = 500;
 const MAX_LAG_BLOCKS: u64 = 10;
-/// The primary reaches anvil through an extra in-process proxy hop that costs several to tens of milliseconds of
-/// p90 latency on a busy machine (and it carries the start-up backfill), which at the default hysteresis of 0.2 can
-/// be enough for the secondary to take over before any fault. The scenarios start from the configured primary, so
-/// the configured order gets a wider margin; failover does not depend on it (a failing upstream leaves the
-/// healthy set whatever its score).
-const HYSTERESIS: &str = "0.5";
 /// Bound of a read while the primary hangs or answers late: the hedge (or, at worst, the attempt timeout) moves
 /// it to the secondary, far below the deadline.
 const SLOW_PRIMARY_READ_BOUND: Duration = Duration::from_millis(REQUEST_TIMEOUT_MS + 500);
@@ -142,7 +136,6 @@ impl Scenario {
             .rpc_key("deadline_ms", DEADLINE_MS)
             .rpc_key("breaker_cooldown_ms", BREAKER_COOLDOWN_MS)
             .rpc_key("max_lag_blocks", MAX_LAG_BLOCKS)
-            .rpc_key("hysteresis", HYSTERESIS)
             .rpc_key("backoff_min_ms", 10)
             .rpc_key("backoff_max_ms", 100);
         tweak(&mut config);

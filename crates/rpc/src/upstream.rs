@@ -151,6 +151,10 @@ impl LatencyWindow {
     }
 }
 
+/// Latency at which the score halves. Differences of a few tens of milliseconds stay within the hysteresis band, so
+/// the operator's upstream order is not overturned by noise; hundreds of milliseconds are not.
+const LATENCY_SCALE_MS: f64 = 250.0;
+
 /// Weight of the newest request in the error and throttle rates.
 const RATE_ALPHA: f64 = 0.05;
 
@@ -405,7 +409,9 @@ impl Upstream {
                 (Some(best), Some(head)) => best.saturating_sub(head) as f64,
                 _ => 0.0,
             };
-            (1.0 - o.error_rate) * (1.0 - o.throttle_rate) / (1.0 + latency_ms / 100.0) / (1.0 + lag * 0.25)
+            (1.0 - o.error_rate) * (1.0 - o.throttle_rate)
+                / (1.0 + latency_ms / LATENCY_SCALE_MS)
+                / (1.0 + lag * 0.25)
         })
     }
 
