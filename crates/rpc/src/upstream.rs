@@ -343,7 +343,15 @@ impl Upstream {
                 Verdict::Answered | Verdict::Unsupported => {
                     o.latency.record(latency.as_secs_f64() * 1000.0);
                     o.last_failure = None;
-                    o.breaker.on_success(now, &policy.breaker).map(Transition::Breaker)
+                    let closed = o.breaker.on_success(now, &policy.breaker);
+                    if closed.is_some() {
+                        // The circuit closed after a clean trial: the failures and slow samples of the outage
+                        // no longer describe the upstream, so it gets its configured priority back at once.
+                        o.latency = LatencyWindow::new();
+                        o.latency.record(latency.as_secs_f64() * 1000.0);
+                        o.error_rate = 0.0;
+                    }
+                    closed.map(Transition::Breaker)
                 }
                 Verdict::Throttled { retry_after } => {
                     o.failures += 1;
@@ -511,6 +519,31 @@ mod tests {
         }
         assert_eq!(window.quantile(0.5), Some(1000.0));
         assert_eq!(window.p90, Some(1000.0));
+    }
+
+    #[test]
+    fn closing_the_circuit_forgets_the_outage() {
+        let url: Url = "http://127.0.0.1:1".parse().expect("url");
+        let policy = UpstreamPolicy {
+            breaker: BreakerConfig {
+                failures: 2,
+                window: Duration::from_secs(10),
+                cooldown: Duration::ZERO,
+                successes: 1,
+            },
+            ..UpstreamPolicy::default()
+        };
+        let upstream = Upstream::new("u".into(), url, policy);
+        let now = Instant::now();
+        upstream.record(Verdict::Failed, Duration::from_secs(2), now);
+        let opened = upstream.record(Verdict::Failed, Duration::from_secs(2), now);
+        assert!(matches!(opened, Some(Transition::Breaker(BreakerState::Open))));
+        let during = upstream.score(None);
+        assert!(during < 0.2, "slow and failing: {during}");
+        // Cool-down zero: the next request is the half-open trial, and one success closes the circuit.
+        let closed = upstream.record(Verdict::Answered, Duration::from_millis(2), now);
+        assert!(matches!(closed, Some(Transition::Breaker(BreakerState::Closed))));
+        assert!(upstream.score(None) > 0.95, "score after closing: {}", upstream.score(None));
     }
 
     #[test]
