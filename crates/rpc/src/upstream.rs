@@ -321,9 +321,10 @@ impl Upstream {
         self.with(|o| o.head = Some(head));
     }
 
-    /// The latency quantile used for hedging, if enough is known.
+    /// The latency quantile used for hedging; from the first sample on (an estimate from one answer beats
+    /// waiting the maximum delay on a fresh or just-recovered upstream).
     pub(crate) fn latency_quantile(&self, q: f64) -> Option<f64> {
-        self.with(|o| if o.latency.samples.len() >= 8 { o.latency.quantile(q) } else { None })
+        self.with(|o| o.latency.quantile(q))
     }
 
     /// Remaining rate-limit cooldown.
