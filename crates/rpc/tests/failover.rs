@@ -3,15 +3,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainmux_rpc::{
-    HeadProbe, IdentityCheck, Pool, PoolConfig, RpcError, UpstreamConfig, UpstreamPolicy, UpstreamStatus,
-};
+use chainmux_rpc::{IdentityCheck, Pool, PoolConfig, RpcError, UpstreamConfig, UpstreamPolicy};
 use chainmux_testkit::{Anvil, Eth, contracts, free_port};
-use common::{FakeUpstream, Mode};
+use common::{
+    FakeUpstream, Mode, block_number_probe, params, parse_quantity, signed_transfer, status, wait_until,
+    within,
+};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -58,15 +58,6 @@ async fn ready_pool(upstreams: &[(&str, &str)]) -> Pool {
     pool
 }
 
-fn params(value: Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(&value).expect("params serialize")
-}
-
-fn parse_quantity(raw: &RawValue) -> Option<u64> {
-    let text: String = serde_json::from_str(raw.get()).ok()?;
-    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
-}
-
 /// `eth_chainId` must equal `expected`, as the EVM adapter checks it (built here: rpc stays chain-agnostic).
 fn chain_id_check(expected: u64) -> IdentityCheck {
     IdentityCheck {
@@ -80,56 +71,13 @@ fn chain_id_check(expected: u64) -> IdentityCheck {
     }
 }
 
-fn block_number_probe() -> HeadProbe {
-    HeadProbe {
-        method: "eth_blockNumber".into(),
-        params: params(json!([])),
-        parse: parse_quantity,
-        encode: |n| params(json!(format!("{n:#x}"))),
-    }
-}
-
 async fn chain_id(pool: &Pool) -> Result<Box<RawValue>, RpcError> {
     pool.call("eth_chainId", &params(json!([]))).await
-}
-
-fn status(pool: &Pool, name: &str) -> UpstreamStatus {
-    pool.statuses()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no upstream {name} in {:?}", pool.statuses()))
 }
 
 /// A URL on which nothing listens: connections are refused.
 fn refused_url() -> String {
     format!("http://127.0.0.1:{}", free_port())
-}
-
-/// Polls `condition` every 20 ms; panics with `what` after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Fails the test instead of hanging it when `future` outlives `limit`.
-async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, future).await.unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
-}
-
-/// A raw transaction (1 wei between dev accounts) signed by anvil, hex with `0x`.
-async fn signed_transfer(eth: &Eth) -> String {
-    let accounts = eth.accounts().await;
-    let tx = json!({
-        "from": accounts[0].to_string(),
-        "to": accounts[1].to_string(),
-        "value": "0x1",
-        "gas": "0x5208",
-    });
-    let raw = eth.request("eth_signTransaction", json!([tx])).await;
-    raw.as_str().expect("eth_signTransaction returns hex").to_owned()
 }
 
 #[tokio::test]

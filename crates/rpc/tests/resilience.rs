@@ -5,16 +5,18 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chainmux_rpc::{
-    BreakerConfig, CallTrace, HeadProbe, HedgeDelay, Pool, PoolConfig, RateLimit, RequestHints, RpcError,
-    UpstreamConfig, UpstreamPolicy, UpstreamStatus,
+    BreakerConfig, CallTrace, HedgeDelay, Pool, PoolConfig, RateLimit, RequestHints, RpcError,
+    UpstreamConfig, UpstreamPolicy,
 };
 use chainmux_testkit::{Anvil, Eth};
-use common::{FakeUpstream, Mode};
+use common::{
+    FakeUpstream, Mode, block_number_probe, params, parse_quantity, signed_transfer, status, wait_until,
+    within,
+};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -24,30 +26,12 @@ const ANVIL_CHAIN_ID: &str = "\"0x7a69\"";
 /// Upper bound for waits on the monitor; a passing test needs a few probe intervals.
 const MONITOR_WAIT: Duration = Duration::from_secs(8);
 
-fn params(value: Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(&value).expect("params serialize")
-}
-
 fn no_params() -> Box<RawValue> {
     params(json!([]))
 }
 
-fn parse_quantity(raw: &RawValue) -> Option<u64> {
-    let text: String = serde_json::from_str(raw.get()).ok()?;
-    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
-}
-
 fn quantity(n: u64) -> String {
     format!("{n:#x}")
-}
-
-fn block_number_probe() -> HeadProbe {
-    HeadProbe {
-        method: "eth_blockNumber".into(),
-        params: no_params(),
-        parse: parse_quantity,
-        encode: |n| params(json!(quantity(n))),
-    }
 }
 
 /// Height hint as the EVM adapter gives it: the block an `eth_getBlockByNumber` asks for.
@@ -103,13 +87,6 @@ async fn ready_with(upstreams: Vec<UpstreamConfig>, config: PoolConfig, hints: R
     Arc::new(pool)
 }
 
-fn status(pool: &Pool, name: &str) -> UpstreamStatus {
-    pool.statuses()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no upstream {name} in {:?}", pool.statuses()))
-}
-
 /// The name of the upstream currently marked primary, if any.
 fn primary_name(pool: &Pool) -> Option<String> {
     pool.statuses().into_iter().find(|s| s.primary).map(|s| s.name)
@@ -125,20 +102,6 @@ async fn chain_id_ok(pool: &Pool) -> String {
     let answer = result.unwrap_or_else(|err| panic!("eth_chainId failed: {err} ({trace:?})"));
     assert_eq!(answer.get(), ANVIL_CHAIN_ID);
     trace.upstream.expect("a successful call names its upstream")
-}
-
-/// Polls `condition` every 10 ms; panics with `what` after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Fails the test instead of hanging it when `future` outlives `limit`.
-async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, future).await.unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
 }
 
 /// The pool's background monitor, cancelled when stopped or dropped.
@@ -168,19 +131,6 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-/// A raw transaction (1 wei between dev accounts) signed by anvil, hex with `0x`.
-async fn signed_transfer(eth: &Eth) -> String {
-    let accounts = eth.accounts().await;
-    let tx = json!({
-        "from": accounts[0].to_string(),
-        "to": accounts[1].to_string(),
-        "value": "0x1",
-        "gas": "0x5208",
-    });
-    let raw = eth.request("eth_signTransaction", json!([tx])).await;
-    raw.as_str().expect("eth_signTransaction returns hex").to_owned()
 }
 
 /// How often the transaction `hash` is included in the chain (every block from genesis to head).

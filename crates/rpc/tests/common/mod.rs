@@ -6,14 +6,18 @@
 //! method only. Whatever the mode, it records the method of every request it receives, so a test can tell which
 //! upstream a call reached and how often.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chainmux_rpc::{HeadProbe, Pool, UpstreamStatus};
+use chainmux_testkit::Eth;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// How the fake answers the next requests.
@@ -201,4 +205,58 @@ async fn proxy(http: &reqwest::Client, url: &str, body: Bytes) -> Response {
             .into_response(),
         Err(_) => (StatusCode::BAD_GATEWAY, "fake upstream: proxy target unreachable").into_response(),
     }
+}
+
+// Helpers shared by the pool's test files.
+
+/// A raw transaction (1 wei between dev accounts) signed by anvil, hex with `0x`.
+pub(crate) async fn signed_transfer(eth: &Eth) -> String {
+    let accounts = eth.accounts().await;
+    let tx = json!({
+        "from": accounts[0].to_string(),
+        "to": accounts[1].to_string(),
+        "value": "0x1",
+        "gas": "0x5208",
+    });
+    let raw = eth.request("eth_signTransaction", json!([tx])).await;
+    raw.as_str().expect("eth_signTransaction returns hex").to_owned()
+}
+
+pub(crate) fn block_number_probe() -> HeadProbe {
+    HeadProbe {
+        method: "eth_blockNumber".into(),
+        params: params(json!([])),
+        parse: parse_quantity,
+        encode: |n| params(json!(format!("{n:#x}"))),
+    }
+}
+
+pub(crate) fn params(value: Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&value).expect("params serialize")
+}
+
+pub(crate) fn parse_quantity(raw: &RawValue) -> Option<u64> {
+    let text: String = serde_json::from_str(raw.get()).ok()?;
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+pub(crate) fn status(pool: &Pool, name: &str) -> UpstreamStatus {
+    pool.statuses()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no upstream {name} in {:?}", pool.statuses()))
+}
+
+/// Polls `condition` every 10 ms; panics with `what` after `limit`.
+pub(crate) async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Fails the test instead of hanging it when `future` outlives `limit`.
+pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future).await.unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
 }
