@@ -42,6 +42,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                 start_block: chain_config.start_block,
                 batch_size: chain_config.batch_size,
                 poll_interval: chain_config.poll_interval(),
+                max_reorg_depth: chain_config.max_reorg_depth,
                 ..IndexerConfig::default()
             };
             let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);

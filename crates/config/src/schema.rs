@@ -159,6 +159,9 @@ pub struct ChainConfig {
     /// Fetch receipts with `eth_getBlockReceipts` (else `eth_getLogs`). Default true.
     #[serde(default = "default_use_block_receipts")]
     pub use_block_receipts: bool,
+    /// Deepest reorg rolled back automatically; a deeper one stops the chain's indexer. Default 128.
+    #[serde(default = "default_max_reorg_depth")]
+    pub max_reorg_depth: u64,
     /// `[chains.rpc]`: upstream client tuning, and the defaults of every upstream's
     /// `[chains.upstreams.rpc]` overrides. Optional.
     #[serde(default)]
@@ -564,6 +567,10 @@ fn default_fetch_concurrency() -> usize {
 fn default_poll_interval_ms() -> u64 {
     DEFAULT_POLL_INTERVAL_MS
 }
+fn default_max_reorg_depth() -> u64 {
+    128
+}
+
 fn default_use_block_receipts() -> bool {
     DEFAULT_USE_BLOCK_RECEIPTS
 }
@@ -640,6 +647,7 @@ mod tests {
                 fetch_concurrency: 8,
                 poll_interval_ms: 1000,
                 use_block_receipts: true,
+                max_reorg_depth: 128,
                 rpc: RpcConfig::default(),
                 upstreams: vec![UpstreamConfig {
                     name: "a".into(),

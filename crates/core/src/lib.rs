@@ -8,7 +8,7 @@ mod model;
 mod network;
 
 pub use model::{
-    BlockPtr, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer,
+    BlockPtr, ChainEvent, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer,
     TransferStandard,
 };
 pub use network::{Network, NetworkError};

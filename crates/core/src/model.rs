@@ -106,6 +106,16 @@ impl NormalizedBlock {
     }
 }
 
+/// What the indexer did to a chain's stored data, in order: for live feeds and caches that must follow the index.
+/// Reorgs are a value in this stream, not an exception.
+#[derive(Debug, Clone)]
+pub enum ChainEvent {
+    /// These blocks (ascending, linked) were written on top of the previous head.
+    Apply(std::sync::Arc<[NormalizedBlock]>),
+    /// Every block above `to` was removed: `from` was the indexed head before, on the abandoned branch.
+    Revert { to: BlockPtr, from: BlockPtr },
+}
+
 /// A transaction as included in a block, with its outcome where the upstream reported one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {

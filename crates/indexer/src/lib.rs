@@ -3,8 +3,10 @@
 //!
 //! A fetch task reads batches ahead while the writer commits the previous one; each batch is written with the
 //! cursor in one transaction, so a restart resumes exactly after the last committed block. A batch whose first
-//! parent does not match the stored cursor is never written: the loop stops with an error naming the fork
-//! (automatic reorg handling builds on exactly this check).
+//! parent does not match the stored cursor is never written: if the canonical chain no longer contains the indexed
+//! head, the indexer walks back to the common ancestor and rolls back to it in one transaction (emitting
+//! [`chainmux_core::ChainEvent::Revert`]), then indexes the new branch; a chain that is merely shorter (a lagging
+//! node) is waited out, and a reorg deeper than `max_reorg_depth` or below finality stops the chain's loop.
 
 mod pipeline;
 

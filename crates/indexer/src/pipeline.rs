@@ -3,11 +3,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chainmux_core::{BlockPtr, Network, NetworkError, NormalizedBlock};
+use chainmux_core::{BlockPtr, ChainEvent, Network, NetworkError, NormalizedBlock};
 use chainmux_store::{Store, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
@@ -22,6 +22,8 @@ pub struct IndexerConfig {
     pub retry_max: Duration,
     /// Interval of the progress line in the logs.
     pub progress_interval: Duration,
+    /// Deepest reorg rolled back automatically; a deeper one stops the chain's loop instead.
+    pub max_reorg_depth: u64,
 }
 
 impl Default for IndexerConfig {
@@ -33,19 +35,29 @@ impl Default for IndexerConfig {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             progress_interval: Duration::from_secs(10),
+            max_reorg_depth: 128,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexerError {
-    /// The chain no longer contains the last indexed block. Nothing was written past the cursor.
+    /// A reorg deeper than the configured limit. Nothing was rolled back and nothing of the new branch written.
     #[error(
-        "chain {chain}: block {number} has parent {found}, but the indexed block {} is {}; the chain reorganised \
-         below the indexed head, and the index stops here rather than write rows of another fork",
-        cursor.number, cursor.hash
+        "chain {chain}: reorg deeper than max_reorg_depth {limit}: the indexed blocks {} down to {} are no longer \
+         canonical; the index stops here rather than rewrite that much history",
+        cursor.number, cursor.number.saturating_sub(*limit)
     )]
-    ForkDetected { chain: String, number: u64, found: String, cursor: BlockPtr },
+    ReorgTooDeep { chain: String, cursor: BlockPtr, limit: u64 },
+    /// A reorg reaching below the chain's finalized head: the upstreams contradict finality.
+    #[error(
+        "chain {chain}: reorg back to block {ancestor} would undo finalized block {finalized}; the index stops \
+         here rather than rewrite finalized history"
+    )]
+    ReorgBelowFinality { chain: String, ancestor: u64, finalized: u64 },
+    /// The fork reaches below the first indexed block: there is no stored common ancestor.
+    #[error("chain {chain}: the fork reaches below the first indexed block {first}")]
+    ForkBelowStart { chain: String, first: u64 },
     #[error("chain {chain}: {source}")]
     Network { chain: String, source: NetworkError },
     #[error("chain {chain}: {source}")]
@@ -59,6 +71,7 @@ pub struct Indexer {
     config: IndexerConfig,
     /// Latest head seen by the fetcher, for progress reports.
     head: AtomicU64,
+    events: broadcast::Sender<ChainEvent>,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -72,14 +85,32 @@ impl std::fmt::Debug for Indexer {
 
 /// Batches in flight between the fetcher and the writer: enough to keep both busy, bounded for memory.
 const PIPELINE_DEPTH: usize = 2;
+/// Events a slow subscriber may fall behind by before it is told it lagged.
+const EVENT_BUFFER: usize = 1024;
+
+/// What a parent-hash mismatch turned out to be.
+enum Fork {
+    /// The canonical chain still contains the indexed head: the batch came from an inconsistent view
+    /// (a lagging or forked upstream, a race); fetch again.
+    Stale,
+    /// Rolled back to this common ancestor.
+    Reverted(BlockPtr),
+}
 
 impl Indexer {
     pub fn new(network: Arc<dyn Network>, store: Store, config: IndexerConfig) -> Self {
-        Self { network, store, config, head: AtomicU64::new(0) }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self { network, store, config, head: AtomicU64::new(0), events }
     }
 
     fn chain(&self) -> &str {
         &self.network.spec().name
+    }
+
+    /// The indexer's events (`Apply` after every written batch, `Revert` after every rollback), for live feeds and
+    /// caches. Subscribe before [`Indexer::run`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
+        self.events.subscribe()
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> {
@@ -103,49 +134,159 @@ impl Indexer {
         let store_err = |source| IndexerError::Store { chain: chain.clone(), source };
         self.store.register_chain(self.network.spec()).await.map_err(store_err)?;
         let mut cursor = self.store.cursor(&chain).await.map_err(store_err)?;
-        let next = cursor.map_or(self.config.start_block, |c| c.number + 1);
-        info!(next, cursor = ?cursor.map(|c| c.number), "indexer starting");
+        info!(next = cursor.map_or(self.config.start_block, |c| c.number + 1), cursor = ?cursor.map(|c| c.number), "indexer starting");
 
         let this = Arc::new(self);
-        let (batches, mut incoming) = mpsc::channel(PIPELINE_DEPTH);
-        let fetch_cancel = cancel.child_token();
-        let fetcher = tokio::spawn({
-            let this = Arc::clone(&this);
-            let cancel = fetch_cancel.clone();
-            async move { this.fetch_loop(next, batches, cancel).await }.in_current_span()
-        });
-
         let mut progress = Progress::new(cursor.map(|c| c.number));
-        let result = loop {
-            let blocks = tokio::select! {
-                _ = cancel.cancelled() => break Ok(()),
-                batch = incoming.recv() => match batch {
-                    Some(blocks) => blocks,
-                    None => break Ok(()),
-                },
-            };
-            match this.write(cursor, &blocks).await {
-                Ok(written) => {
-                    cursor = Some(written);
-                    progress.advance(&chain, written.number, this.head.load(Ordering::Relaxed), &this.config);
+        // Each round runs a fetcher from just above the cursor; a fork ends the round, and the next one starts
+        // from wherever the fork resolution left the cursor.
+        loop {
+            let next = cursor.map_or(this.config.start_block, |c| c.number + 1);
+            let (batches, mut incoming) = mpsc::channel(PIPELINE_DEPTH);
+            let fetch_cancel = cancel.child_token();
+            let fetcher = tokio::spawn({
+                let this = Arc::clone(&this);
+                let cancel = fetch_cancel.clone();
+                async move { this.fetch_loop(next, batches, cancel).await }.in_current_span()
+            });
+
+            let outcome = loop {
+                let blocks = tokio::select! {
+                    _ = cancel.cancelled() => break Ok(None),
+                    batch = incoming.recv() => match batch {
+                        Some(blocks) => blocks,
+                        None => break Ok(None),
+                    },
+                };
+                let forked = cursor.zip(blocks.first()).filter(|(c, first)| first.parent != Some(*c));
+                if let Some((at, first)) = forked {
+                    debug!(cursor = at.number, parent = ?first.parent, "batch does not continue the cursor");
+                    break this.resolve_fork(at, &cancel).await.map(Some);
                 }
-                Err(err) => break Err(err),
+                match this.write(cursor, blocks).await {
+                    Ok(written) => {
+                        cursor = Some(written);
+                        progress.advance(
+                            &chain,
+                            written.number,
+                            this.head.load(Ordering::Relaxed),
+                            &this.config,
+                        );
+                    }
+                    Err(err) => break Err(err),
+                }
+            };
+            fetch_cancel.cancel();
+            drop(incoming);
+            let fetched = fetcher.await.unwrap_or(Ok(()));
+            match outcome {
+                Ok(Some(Fork::Reverted(ancestor))) => cursor = Some(ancestor),
+                Ok(Some(Fork::Stale)) => {}
+                Ok(None) => return fetched,
+                Err(err) => {
+                    error!(%err, "indexer stopped");
+                    return Err(err);
+                }
+            }
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Decides what a batch that does not continue `cursor` means, and rolls back when the chain reorganised.
+    ///
+    /// Only a canonical block at the cursor's height with another hash is a reorg: a chain that is merely shorter
+    /// (a lagging node, a rollback not yet rebuilt) is waited out, so a lagging upstream never causes a rollback.
+    /// The walk back compares stored hashes with canonical ones down to the common ancestor, bounded by
+    /// `max_reorg_depth` and by the finalized head.
+    async fn resolve_fork(&self, cursor: BlockPtr, cancel: &CancellationToken) -> Result<Fork, IndexerError> {
+        let chain = self.chain().to_owned();
+        let network_err = |source| IndexerError::Network { chain: chain.clone(), source };
+        let store_err = |source| IndexerError::Store { chain: chain.clone(), source };
+        match self.canonical_ptr(cursor.number, cancel).await.map_err(network_err)? {
+            Some(canonical) if canonical == cursor => {
+                // The indexed head is still canonical: the batch came from a view that disagrees; pause briefly
+                // so a lagging upstream does not make this a busy loop.
+                tokio::time::sleep(self.config.retry_min).await;
+                return Ok(Fork::Stale);
+            }
+            None => {
+                tokio::time::sleep(self.config.poll_interval).await;
+                return Ok(Fork::Stale);
+            }
+            Some(_) => {}
+        }
+
+        let mut height = cursor.number;
+        let ancestor = loop {
+            if cursor.number - height >= self.config.max_reorg_depth {
+                return Err(IndexerError::ReorgTooDeep { chain, cursor, limit: self.config.max_reorg_depth });
+            }
+            let Some(below) = height.checked_sub(1) else {
+                return Err(IndexerError::ForkBelowStart { chain, first: 0 });
+            };
+            height = below;
+            let Some(stored) = self.store.block_hash(&chain, height).await.map_err(store_err)? else {
+                return Err(IndexerError::ForkBelowStart { chain, first: height + 1 });
+            };
+            let canonical = self.canonical_ptr(height, cancel).await.map_err(network_err)?;
+            if canonical.is_some_and(|c| c.hash == stored) {
+                break BlockPtr::new(height, stored);
             }
         };
-        fetch_cancel.cancel();
-        drop(incoming);
-        let fetched = fetcher.await.unwrap_or(Ok(()));
-        if let Err(err) = &result {
-            error!(%err, "indexer stopped");
+        let finalized = self
+            .store
+            .chain_state(&chain)
+            .await
+            .map_err(store_err)?
+            .and_then(|s| s.heads)
+            .and_then(|h| h.finalized);
+        if let Some(finalized) = finalized.filter(|f| ancestor.number < *f) {
+            return Err(IndexerError::ReorgBelowFinality { chain, ancestor: ancestor.number, finalized });
         }
-        result.and(fetched)
+        let depth = cursor.number - ancestor.number;
+        let removed = self.store.revert_to(&chain, cursor, ancestor).await.map_err(store_err)?;
+        warn!(
+            depth,
+            from = cursor.number,
+            to = ancestor.number,
+            removed,
+            "reorg: rolled back to the common ancestor"
+        );
+        metrics::counter!("chainmux_indexer_reorgs_total", "chain" => chain.clone()).increment(1);
+        metrics::histogram!("chainmux_indexer_reorg_depth", "chain" => chain.clone()).record(depth as f64);
+        metrics::gauge!("chainmux_indexed_head", "chain" => chain).set(ancestor.number as f64);
+        // No subscriber is fine: the event only matters to whoever listens.
+        let _ = self.events.send(ChainEvent::Revert { to: ancestor, from: cursor });
+        Ok(Fork::Reverted(ancestor))
+    }
+
+    /// The canonical block at `height`, retrying transient upstream errors until `cancel`.
+    async fn canonical_ptr(
+        &self,
+        height: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<BlockPtr>, NetworkError> {
+        let mut delays = self.backoff();
+        loop {
+            match self.network.block_ptr(height).await {
+                Ok(ptr) => return Ok(ptr),
+                Err(err) if err.is_retryable() && !cancel.is_cancelled() => {
+                    let delay = delays.next().unwrap_or(self.config.retry_max);
+                    warn!(%err, height, retry_in_ms = delay.as_millis() as u64, "cannot read the canonical block; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Writes one batch on top of `cursor`, retrying transient database errors; returns the new cursor.
     async fn write(
         &self,
         cursor: Option<BlockPtr>,
-        blocks: &[NormalizedBlock],
+        blocks: Vec<NormalizedBlock>,
     ) -> Result<BlockPtr, IndexerError> {
         let chain = self.chain();
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
@@ -154,20 +295,10 @@ impl Indexer {
                 source: NetworkError::Inconsistent("empty first batch".into()),
             });
         };
-        if let Some(cursor) = cursor
-            && first.parent != Some(cursor)
-        {
-            return Err(IndexerError::ForkDetected {
-                chain: chain.to_owned(),
-                number: first.ptr.number,
-                found: first.parent.map_or_else(|| "none".into(), |p| p.hash.to_string()),
-                cursor,
-            });
-        }
         let started = Instant::now();
         let mut delays = self.backoff();
         loop {
-            match self.store.write_batch(chain, cursor, blocks).await {
+            match self.store.write_batch(chain, cursor, &blocks).await {
                 Ok(stats) => {
                     metrics::histogram!("chainmux_indexer_batch_seconds", "chain" => chain.to_owned())
                         .record(started.elapsed().as_secs_f64());
@@ -182,7 +313,10 @@ impl Indexer {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "batch written"
                     );
-                    return Ok(last.ptr);
+                    let head = last.ptr;
+                    // No subscriber is fine: the event only matters to whoever listens.
+                    let _ = self.events.send(ChainEvent::Apply(blocks.into()));
+                    return Ok(head);
                 }
                 Err(StoreError::Database(err)) => {
                     let delay = delays.next().unwrap_or(self.config.retry_max);

@@ -6,6 +6,7 @@
 
 mod error;
 mod read;
+mod revert;
 mod write;
 
 pub use error::{Result, StoreError};
