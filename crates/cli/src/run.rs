@@ -43,6 +43,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                 batch_size: chain_config.batch_size,
                 poll_interval: chain_config.poll_interval(),
                 max_reorg_depth: chain_config.max_reorg_depth,
+                finality_confirmations: chain_config.finality_confirmations,
                 ..IndexerConfig::default()
             };
             let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);

@@ -162,6 +162,10 @@ pub struct ChainConfig {
     /// Deepest reorg rolled back automatically; a deeper one stops the chain's indexer. Default 128.
     #[serde(default = "default_max_reorg_depth")]
     pub max_reorg_depth: u64,
+    /// Blocks this deep below the head count as finalized, whatever the upstreams' `finalized` tag says. Unset:
+    /// the tag where upstreams have it, else the chain's usual depth (64 for unknown chains).
+    #[serde(default)]
+    pub finality_confirmations: Option<u64>,
     /// `[chains.rpc]`: upstream client tuning, and the defaults of every upstream's
     /// `[chains.upstreams.rpc]` overrides. Optional.
     #[serde(default)]
@@ -648,6 +652,7 @@ mod tests {
                 poll_interval_ms: 1000,
                 use_block_receipts: true,
                 max_reorg_depth: 128,
+                finality_confirmations: None,
                 rpc: RpcConfig::default(),
                 upstreams: vec![UpstreamConfig {
                     name: "a".into(),

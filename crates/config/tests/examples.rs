@@ -21,6 +21,23 @@ fn local_example_is_valid_with_an_empty_environment() {
     assert_eq!(config.chains[0].name, "local");
     assert_eq!(config.chains[0].chain_id, 31337);
     assert_eq!(config.gateway.listen, "127.0.0.1:8080");
+    assert_eq!(config.chains[0].max_reorg_depth, 128, "default");
+    assert_eq!(config.chains[0].finality_confirmations, None, "default: the chain's finalized tag");
+}
+
+#[test]
+fn reorg_and_finality_keys_parse_and_override() {
+    let (text, origin) = example("local.toml");
+    let env: BTreeMap<String, String> = [
+        ("CHAINMUX_CHAINS__LOCAL__MAX_REORG_DEPTH", "12"),
+        ("CHAINMUX_CHAINS__LOCAL__FINALITY_CONFIRMATIONS", "3"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = chainmux_config::load_with_env(&text, &origin, &env).expect("valid");
+    assert_eq!(config.chains[0].max_reorg_depth, 12);
+    assert_eq!(config.chains[0].finality_confirmations, Some(3));
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod network;
 
 pub use model::{
     BlockPtr, ChainEvent, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer,
-    TransferStandard,
+    TransferStandard, default_confirmations,
 };
 pub use network::{Network, NetworkError};
 

@@ -35,6 +35,28 @@ pub struct ChainSpec {
     pub chain_id: u64,
 }
 
+/// Confirmations after which a block counts as final on chains (or nodes) without a `finalized` head of their own.
+/// Known chains get their usual depth; unknown ones a conservative default.
+pub fn default_confirmations(chain_id: u64) -> u64 {
+    match chain_id {
+        // Ethereum mainnet and testnets: two epochs.
+        1 | 11_155_111 | 17_000 => 64,
+        // BNB Smart Chain.
+        56 | 97 => 15,
+        // Polygon PoS.
+        137 | 80_002 => 128,
+        // Avalanche C-Chain: single-slot finality.
+        43_114 | 43_113 => 1,
+        // Gnosis.
+        100 => 20,
+        // OP Stack and Arbitrum chains settle on L1; their nodes have the tag, this is only the fallback.
+        10 | 8453 | 42_161 | 42_170 => 64,
+        // Local development chains (anvil, hardhat): no reorgs unless asked for.
+        31_337 | 1337 => 0,
+        _ => 64,
+    }
+}
+
 /// A block identified by height and hash. The hash is what makes a pointer fork-proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlockPtr {

@@ -3,7 +3,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chainmux_core::{BlockPtr, ChainEvent, Network, NetworkError, NormalizedBlock};
+use chainmux_core::{
+    BlockPtr, ChainEvent, Heads, Network, NetworkError, NormalizedBlock, default_confirmations,
+};
 use chainmux_store::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,10 @@ pub struct IndexerConfig {
     pub progress_interval: Duration,
     /// Deepest reorg rolled back automatically; a deeper one stops the chain's loop instead.
     pub max_reorg_depth: u64,
+    /// Finality by confirmations: blocks this deep below the head count as finalized, whatever the upstreams'
+    /// `finalized` tag says. `None`: the tag where upstreams have it, else the chain's usual depth
+    /// ([`chainmux_core::default_confirmations`]).
+    pub finality_confirmations: Option<u64>,
 }
 
 impl Default for IndexerConfig {
@@ -36,6 +42,7 @@ impl Default for IndexerConfig {
             retry_max: Duration::from_secs(10),
             progress_interval: Duration::from_secs(10),
             max_reorg_depth: 128,
+            finality_confirmations: None,
         }
     }
 }
@@ -353,6 +360,7 @@ impl Indexer {
             if head.is_none_or(|h| next > h) || stale {
                 match self.network.heads().await {
                     Ok(heads) => {
+                        let heads = self.with_finality(heads);
                         head = Some(heads.latest);
                         self.head.store(heads.latest, Ordering::Relaxed);
                         heads_checked = Some(Instant::now());
@@ -395,6 +403,21 @@ impl Indexer {
                 }
             }
         }
+    }
+
+    /// The heads with finality applied: confirmations when configured (or when upstreams have no `finalized`
+    /// tag), and `safe` never below `finalized`.
+    fn with_finality(&self, mut heads: Heads) -> Heads {
+        let by_depth = |depth: u64| heads.latest.saturating_sub(depth);
+        match self.config.finality_confirmations {
+            Some(depth) => heads.finalized = Some(by_depth(depth)),
+            None if heads.finalized.is_none() => {
+                heads.finalized = Some(by_depth(default_confirmations(self.network.spec().chain_id)));
+            }
+            None => {}
+        }
+        heads.safe = heads.safe.max(heads.finalized);
+        heads
     }
 
     /// Sleeps before retrying a retryable error; `false` when the error is not retryable.

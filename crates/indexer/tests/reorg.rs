@@ -31,6 +31,10 @@ struct Setup {
 impl Setup {
     /// anvil with `blocks` value transfers (one block each), indexed to its head.
     async fn start(blocks: usize, max_reorg_depth: u64) -> Setup {
+        Self::start_with(blocks, IndexerConfig { max_reorg_depth, ..IndexerConfig::default() }).await
+    }
+
+    async fn start_with(blocks: usize, config: IndexerConfig) -> Setup {
         let anvil = Anvil::spawn().await;
         let eth = Eth::new(&anvil.url);
         let accounts = eth.accounts().await;
@@ -54,8 +58,7 @@ impl Setup {
             poll_interval: Duration::from_millis(50),
             retry_min: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
-            max_reorg_depth,
-            ..IndexerConfig::default()
+            ..config
         };
         let indexer = Indexer::new(network, store.clone(), config);
         let events = indexer.subscribe();
@@ -197,4 +200,27 @@ async fn reorg_deeper_than_the_limit_stops_the_loop_without_writing() {
         .await
         .expect("max");
     assert_eq!(max_block, Some(5));
+}
+
+#[tokio::test]
+async fn reorg_below_finality_stops_the_loop_and_finality_is_recorded() {
+    let config = IndexerConfig { finality_confirmations: Some(2), ..IndexerConfig::default() };
+    let mut setup = Setup::start_with(6, config).await;
+    let indexed = setup.cursor().await.expect("cursor");
+    // Heads as recorded for readers: finalized two blocks below the head.
+    let heads = setup.store.chain_state(CHAIN).await.expect("state").and_then(|s| s.heads).expect("heads");
+    assert_eq!(heads.finalized, Some(heads.latest - 2), "{heads:?}");
+    assert!(heads.safe >= heads.finalized, "{heads:?}");
+
+    // Replace blocks 3..=6 (below the finalized head 4) and grow past the index.
+    setup.eth.request("anvil_rollback", json!([4])).await;
+    let accounts = setup.eth.accounts().await;
+    for i in 0..5 {
+        setup.eth.send(accounts[6], Some(accounts[7]), Default::default(), U256::from(90 + i)).await;
+    }
+    let run = std::mem::replace(&mut setup.run, tokio::spawn(async { Ok(()) }));
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(20), run).await.expect("loop stops").expect("task");
+    assert!(matches!(outcome, Err(IndexerError::ReorgBelowFinality { ancestor: 2, .. })), "{outcome:?}");
+    assert_eq!(setup.store.cursor(CHAIN).await.expect("cursor"), Some(indexed), "nothing rolled back");
 }
