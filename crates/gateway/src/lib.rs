@@ -102,12 +102,14 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let buckets =
                 [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-            let builder = PrometheusBuilder::new();
-            let builder =
-                builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets).unwrap_or_else(
-                    // Only an empty bucket list is rejected, and the list above is not empty.
-                    |_| PrometheusBuilder::new(),
-                );
+            let depths = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0];
+            // Only empty bucket lists are rejected, and these are not empty.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("chainmux_indexer_reorg_depth".into()), &depths)
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (in tests); metrics then go there, the handle stays valid.
