@@ -373,9 +373,14 @@ impl Upstream {
         })
     }
 
-    /// A request cancelled unanswered after `waited` (a hedge's loser): at least that slow.
+    /// A request cancelled unanswered after `waited` (a hedge's loser): at least that slow, and it did not answer
+    /// when another upstream did. It counts like a failure in the error rate (not for the breaker): an upstream
+    /// that loses the occasional race keeps its place, one that never answers loses it.
     pub(crate) fn record_unanswered(&self, waited: Duration) {
-        self.with(|o| o.latency.record(waited.as_secs_f64() * 1000.0));
+        self.with(|o| {
+            o.latency.record(waited.as_secs_f64() * 1000.0);
+            o.error_rate += RATE_ALPHA * (1.0 - o.error_rate);
+        });
     }
 
     pub(crate) fn set_last_failure(&self, reason: String) {
