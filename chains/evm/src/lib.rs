@@ -2,16 +2,20 @@
 //! [`chainmux_rpc::Pool`] (plugged into alloy as a transport), so the indexer gets failover, retries and metrics for
 //! free.
 //!
-//! Blocks are fetched with full transactions plus `eth_getBlockReceipts` (falling back to `eth_getLogs` for the
-//! range when an upstream lacks it), then normalized: transactions with their receipt outcome, logs, and transfers
-//! decoded from ERC-20 / ERC-721 / ERC-1155 events and from top-level native value transfers.
+//! In [`FetchMode::Full`] (the default) blocks are fetched with full transactions plus `eth_getBlockReceipts`
+//! (falling back to `eth_getLogs` per block hash when an upstream lacks it), then normalized: transactions with
+//! their receipt outcome, logs, and transfers decoded from ERC-20 / ERC-721 / ERC-1155 events and from top-level
+//! native value transfers. In [`FetchMode::Logs`] only block headers and `eth_getLogs` over whole ranges are
+//! fetched, in ranges that adapt to what the upstreams accept: logs and token transfers, no transactions.
 
 mod hints;
+mod logs;
 mod network;
 mod normalize;
+mod range_limit;
 mod transfers;
 mod transport;
 
-pub use network::{EvmNetwork, EvmOptions};
+pub use network::{EvmNetwork, EvmOptions, FetchMode};
 pub use transfers::decode_transfers;
 pub use transport::PoolTransport;

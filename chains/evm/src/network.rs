@@ -18,8 +18,22 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::value::RawValue;
 use tracing::warn;
 
-use crate::normalize::normalize_block;
+use crate::logs::{RangeSizer, logs_in_range};
+use crate::normalize::{normalize_block, normalize_header_with_logs};
 use crate::transport::PoolTransport;
+
+/// What [`EvmNetwork::fetch`] asks the upstreams for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FetchMode {
+    /// Every block with its full transactions and their receipts (`eth_getBlockReceipts`, or `eth_getLogs` per
+    /// block hash): transactions, logs, native and token transfers.
+    #[default]
+    Full,
+    /// Block headers (`eth_getBlockByNumber` without transactions) and the logs of the whole range from as few
+    /// `eth_getLogs` calls as the upstreams accept: logs and token transfers; no transactions, so no native
+    /// transfers.
+    Logs,
+}
 
 /// Adapter options from the chain's config.
 #[derive(Debug, Clone)]
@@ -43,6 +57,9 @@ pub struct EvmNetwork {
     provider: RootProvider<AnyNetwork>,
     fetch_concurrency: usize,
     use_block_receipts: AtomicBool,
+    mode: FetchMode,
+    /// Logs mode: blocks per `eth_getLogs` call, as learned so far.
+    logs_range: RangeSizer,
 }
 
 fn raw(json: &str) -> Box<RawValue> {
@@ -90,7 +107,60 @@ impl EvmNetwork {
             provider: RootProvider::new(client),
             fetch_concurrency: options.fetch_concurrency.max(1),
             use_block_receipts: AtomicBool::new(options.use_block_receipts),
+            mode: FetchMode::Full,
+            logs_range: RangeSizer::default(),
         }
+    }
+
+    /// This adapter fetching in `mode` ([`FetchMode::Full`] unless set).
+    pub fn with_fetch_mode(mut self, mode: FetchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Blocks per `eth_getLogs` call in logs mode as learned from the upstreams so far; `None` until one refused a
+    /// range (whole ranges are asked for).
+    pub fn logs_range_size(&self) -> Option<u64> {
+        Some(self.logs_range.size()).filter(|&size| size != u64::MAX)
+    }
+
+    /// Logs mode: headers (concurrently) and the range's logs (adaptive `eth_getLogs` ranges), joined by height.
+    async fn fetch_logs_mode(
+        &self,
+        range: RangeInclusive<u64>,
+    ) -> Result<Vec<NormalizedBlock>, NetworkError> {
+        let headers = stream::iter(range.clone())
+            .map(|number| async move {
+                self.block(number.into(), false).await?.ok_or(NetworkError::BlockUnavailable(number))
+            })
+            .buffered(self.fetch_concurrency)
+            .try_collect::<Vec<_>>();
+        let logs = logs_in_range(
+            &self.spec.name,
+            &self.provider,
+            &self.logs_range,
+            self.fetch_concurrency,
+            range.clone(),
+        );
+        let (headers, logs) = tokio::try_join!(headers, logs)?;
+
+        let mut by_block: Vec<Vec<RpcLog>> = vec![Vec::new(); headers.len()];
+        for log in logs {
+            let index = log
+                .block_number
+                .filter(|number| range.contains(number))
+                .map(|number| (number - range.start()) as usize)
+                .ok_or_else(|| {
+                    NetworkError::Malformed(format!(
+                        "eth_getLogs for blocks {}..={} returned a log of block {:?}",
+                        range.start(),
+                        range.end(),
+                        log.block_number
+                    ))
+                })?;
+            by_block[index].push(log);
+        }
+        headers.iter().zip(&by_block).map(|(header, logs)| normalize_header_with_logs(header, logs)).collect()
     }
 
     async fn block(&self, tag: BlockNumberOrTag, full: bool) -> Result<Option<AnyRpcBlock>, NetworkError> {
@@ -131,7 +201,7 @@ impl EvmNetwork {
 
 /// Pool errors are transient from the indexer's point of view (an upstream may come back); a JSON-RPC error is
 /// retryable only when it is the upstream's fault.
-fn network_error(err: TransportError) -> NetworkError {
+pub(crate) fn network_error(err: TransportError) -> NetworkError {
     match err {
         AlloyRpcError::ErrorResp(payload) => {
             let error = chainmux_rpc::JsonRpcError {
@@ -173,11 +243,16 @@ impl Network for EvmNetwork {
     }
 
     async fn fetch(&self, range: RangeInclusive<u64>) -> Result<Vec<NormalizedBlock>, NetworkError> {
-        let blocks: Vec<NormalizedBlock> = stream::iter(range)
-            .map(|number| self.fetch_one(number))
-            .buffered(self.fetch_concurrency)
-            .try_collect()
-            .await?;
+        let blocks: Vec<NormalizedBlock> = match self.mode {
+            FetchMode::Full => {
+                stream::iter(range)
+                    .map(|number| self.fetch_one(number))
+                    .buffered(self.fetch_concurrency)
+                    .try_collect()
+                    .await?
+            }
+            FetchMode::Logs => self.fetch_logs_mode(range).await?,
+        };
         // Blocks fetched concurrently may straddle a reorg; only a linked range is handed out.
         for pair in blocks.windows(2) {
             if pair[1].parent != Some(pair[0].ptr) {

@@ -6,7 +6,7 @@ use alloy::consensus::Transaction as _;
 use alloy::network::{
     AnyRpcBlock, AnyTransactionReceipt, BlockResponse, ReceiptResponse, TransactionResponse,
 };
-use alloy::primitives::{Bytes, TxKind, U256};
+use alloy::primitives::{Bloom, Bytes, TxKind, U256};
 use alloy::rpc::types::{BlockTransactions, Log as RpcLog};
 use chainmux_core::{BlockPtr, Log, NetworkError, NormalizedBlock, Transaction, Transfer, TransferStandard};
 
@@ -153,6 +153,52 @@ pub(crate) fn normalize_block(
     Ok(NormalizedBlock { ptr, parent, timestamp: header.timestamp, transactions, logs, transfers })
 }
 
+/// Normalizes a block from its header and its logs as `eth_getLogs` returned them (logs mode): no transactions,
+/// hence no native transfers; token transfers are decoded from the logs. Every log must name this block by hash
+/// (a log of another block at this height means a reorg raced the fetch), and a block whose logs bloom is not
+/// empty must have logs (an upstream that silently dropped results).
+pub(crate) fn normalize_header_with_logs(
+    block: &AnyRpcBlock,
+    block_logs: &[RpcLog],
+) -> Result<NormalizedBlock, NetworkError> {
+    let header = block.header();
+    let number = header.number;
+    let hash = header.hash;
+    let mut logs = Vec::with_capacity(block_logs.len());
+    for log in block_logs {
+        if log.block_hash != Some(hash) || log.block_number != Some(number) || log.removed {
+            return Err(NetworkError::Inconsistent(format!(
+                "block {number} is {hash}, but eth_getLogs returned a log of block {:?} {:?}{} (fork during fetch)",
+                log.block_number,
+                log.block_hash,
+                if log.removed { ", removed" } else { "" }
+            )));
+        }
+        logs.push(normalize_log(log, number)?);
+    }
+    logs.sort_by_key(|log| log.log_index);
+    if let Some(pair) = logs.windows(2).find(|pair| pair[0].log_index == pair[1].log_index) {
+        return Err(NetworkError::Inconsistent(format!(
+            "block {number}: eth_getLogs returned two logs with index {}",
+            pair[0].log_index
+        )));
+    }
+    if logs.is_empty() && header.logs_bloom != Bloom::ZERO {
+        return Err(NetworkError::Inconsistent(format!(
+            "block {number}: eth_getLogs returned no logs, but the block's logs bloom is not empty"
+        )));
+    }
+    let transfers = logs.iter().flat_map(decode_transfers).collect();
+    Ok(NormalizedBlock {
+        ptr: BlockPtr::new(number, hash),
+        parent: number.checked_sub(1).map(|n| BlockPtr::new(n, header.parent_hash)),
+        timestamp: header.timestamp,
+        transactions: Vec::new(),
+        logs,
+        transfers,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +265,50 @@ mod tests {
         let receipts: Vec<AnyTransactionReceipt> =
             serde_json::from_value(fixture("mainnet-17000000", "receipts.json")).expect("receipts decode");
         assert!(matches!(normalize_block(&block, Some(&receipts), &[]), Err(NetworkError::Inconsistent(_))));
+    }
+
+    /// The fixture block with the logs of its receipts, as `eth_getLogs` would return them.
+    fn block_and_logs(block_dir: &str) -> (AnyRpcBlock, Vec<AnyTransactionReceipt>, Vec<RpcLog>) {
+        let block: AnyRpcBlock =
+            serde_json::from_value(fixture(block_dir, "block.json")).expect("block decodes");
+        let receipts: Vec<AnyTransactionReceipt> =
+            serde_json::from_value(fixture(block_dir, "receipts.json")).expect("receipts decode");
+        let logs = receipts.iter().flat_map(|r| r.inner.inner.logs().to_vec()).collect();
+        (block, receipts, logs)
+    }
+
+    #[test]
+    fn logs_mode_gives_the_logs_and_token_transfers_of_full_mode() {
+        for block_dir in ["mainnet-18000000", "mainnet-17000000"] {
+            let (block, receipts, mut logs) = block_and_logs(block_dir);
+            let full = normalize_block(&block, Some(&receipts), &[]).expect("full");
+            logs.reverse();
+            let from_logs = normalize_header_with_logs(&block, &logs).expect("logs mode");
+            assert_eq!(
+                (from_logs.ptr, from_logs.parent, from_logs.timestamp),
+                (full.ptr, full.parent, full.timestamp)
+            );
+            assert!(from_logs.transactions.is_empty());
+            assert_eq!(from_logs.logs, full.logs, "{block_dir}: same logs, in log index order");
+            let tokens: Vec<_> =
+                full.transfers.iter().filter(|t| t.standard != TransferStandard::Native).cloned().collect();
+            assert_eq!(from_logs.transfers, tokens, "{block_dir}: token transfers, no native ones");
+        }
+    }
+
+    #[test]
+    fn logs_of_another_fork_or_missing_logs_are_inconsistent() {
+        let (block, _, logs) = block_and_logs("mainnet-18000000");
+        let mut foreign = logs.clone();
+        foreign[3].block_hash = Some(alloy::primitives::B256::repeat_byte(7));
+        assert!(matches!(normalize_header_with_logs(&block, &foreign), Err(NetworkError::Inconsistent(_))));
+        let mut removed = logs.clone();
+        removed[0].removed = true;
+        assert!(matches!(normalize_header_with_logs(&block, &removed), Err(NetworkError::Inconsistent(_))));
+        let mut twice = logs.clone();
+        twice.push(logs[5].clone());
+        assert!(matches!(normalize_header_with_logs(&block, &twice), Err(NetworkError::Inconsistent(_))));
+        // The block's bloom says it has logs.
+        assert!(matches!(normalize_header_with_logs(&block, &[]), Err(NetworkError::Inconsistent(_))));
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chainmux_config::ChainConfig;
 use chainmux_core::{ChainKind, ChainSpec, Network};
-use chainmux_evm::{EvmNetwork, EvmOptions};
+use chainmux_evm::{EvmNetwork, EvmOptions, FetchMode};
 use chainmux_rpc::{BreakerConfig, HedgeDelay, Pool, PoolConfig, RateLimit, UpstreamConfig, UpstreamPolicy};
 
 /// A configured chain, wired: its upstream pool (shared by indexer and gateway) and its adapter.
@@ -46,7 +46,12 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
                 fetch_concurrency: config.fetch_concurrency,
                 use_block_receipts: config.use_block_receipts,
             };
-            let network = Arc::new(EvmNetwork::new(spec.clone(), Arc::clone(&pool), options));
+            let fetch = match config.fetch {
+                chainmux_config::FetchMode::Full => FetchMode::Full,
+                chainmux_config::FetchMode::Logs => FetchMode::Logs,
+            };
+            let network = EvmNetwork::new(spec.clone(), Arc::clone(&pool), options).with_fetch_mode(fetch);
+            let network = Arc::new(network);
             Ok(Chain { spec, pool, network })
         }
     }

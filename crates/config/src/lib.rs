@@ -66,8 +66,8 @@ pub use error::{ConfigError, Problem, Result};
 pub use overrides::RESERVED_ENV_VARS;
 pub use redact::{redact_database_url, redact_url};
 pub use schema::{
-    ChainConfig, ChainKind, Config, DatabaseConfig, DatabaseUrl, GatewayConfig, RpcConfig, UpstreamConfig,
-    UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
+    ChainConfig, ChainKind, Config, DatabaseConfig, DatabaseUrl, FetchMode, GatewayConfig, RpcConfig,
+    UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process

@@ -134,6 +134,17 @@ impl GatewayConfig {
 /// The family of a chain, which selects the adapter; one vocabulary with the rest of chainmux.
 pub use chainmux_core::ChainKind;
 
+/// `chains[].fetch`: what the adapter fetches for each batch of blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchMode {
+    /// Blocks with transactions and receipts: transactions, logs, native and token transfers.
+    #[default]
+    Full,
+    /// Block headers and logs from `eth_getLogs` over ranges: logs and token transfers only.
+    Logs,
+}
+
 /// One `[[chains]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +170,10 @@ pub struct ChainConfig {
     /// Fetch receipts with `eth_getBlockReceipts` (else `eth_getLogs`). Default true.
     #[serde(default = "default_use_block_receipts")]
     pub use_block_receipts: bool,
+    /// What is fetched: `"full"` blocks with transactions and receipts, or `"logs"`: headers and
+    /// `eth_getLogs` over block ranges (no transactions, so no native transfers). Default `"full"`.
+    #[serde(default)]
+    pub fetch: FetchMode,
     /// Deepest reorg rolled back automatically; a deeper one stops the chain's indexer. Default 128.
     #[serde(default = "default_max_reorg_depth")]
     pub max_reorg_depth: u64,
@@ -651,6 +666,7 @@ mod tests {
                 fetch_concurrency: 8,
                 poll_interval_ms: 1000,
                 use_block_receipts: true,
+                fetch: FetchMode::Full,
                 max_reorg_depth: 128,
                 finality_confirmations: None,
                 rpc: RpcConfig::default(),

@@ -27,6 +27,7 @@ batch_size = 200
 fetch_concurrency = 4
 poll_interval_ms = 500
 use_block_receipts = false
+fetch = "logs"
 
 [chains.rpc]
 request_timeout_ms = 3000
@@ -172,6 +173,7 @@ fn full_example_parses_with_values_and_defaults() {
     assert_eq!(local.fetch_concurrency, 4);
     assert_eq!(local.poll_interval(), Duration::from_millis(500));
     assert!(!local.use_block_receipts);
+    assert_eq!(local.fetch, FetchMode::Logs);
     assert_eq!(
         local.rpc,
         RpcConfig {
@@ -262,6 +264,7 @@ fn full_example_parses_with_values_and_defaults() {
     assert_eq!(minimal.fetch_concurrency, 8);
     assert_eq!(minimal.poll_interval_ms, 1000);
     assert!(minimal.use_block_receipts);
+    assert_eq!(minimal.fetch, FetchMode::Full);
     assert_eq!(minimal.rpc.request_timeout_ms, 10_000);
     assert_eq!(minimal.rpc.max_attempts, 4);
     assert_eq!(minimal.rpc.backoff_min_ms, 50);
@@ -793,6 +796,7 @@ fn wrong_types_are_named_by_path() {
             "expected a boolean",
         ),
         (MINIMAL.replace("\"evm\"", "\"solana\""), "chains[0].kind", "unknown variant `solana`"),
+        (minimal_with_chain_keys("fetch = \"receipts\""), "chains[0].fetch", "unknown variant `receipts`"),
         (MINIMAL.replace("[[chains]]", "[chains]"), "chains", "expected a sequence"),
         (
             minimal_with_chain_keys("[chains.rpc]\nmax_attempts = 1.5"),
@@ -927,6 +931,7 @@ fn env_overrides_address_chains_and_upstreams() {
             ("PROVIDER_KEY", "K"),
             ("CHAINMUX_CHAINS__LOCAL__START_BLOCK", "5"),
             ("CHAINMUX_CHAINS__1__USE_BLOCK_RECEIPTS", "false"),
+            ("CHAINMUX_CHAINS__MINIMAL__FETCH", "logs"),
             ("CHAINMUX_CHAINS__minimal__rpc__max_attempts", "9"),
             ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__URL", "http://10.0.0.1:8545"),
             ("CHAINMUX_CHAINS__LOCAL__UPSTREAMS__1__URL", "https://other.example/${PROVIDER_KEY}"),
@@ -938,6 +943,7 @@ fn env_overrides_address_chains_and_upstreams() {
     // Overrides are applied before interpolation, so they may use ${VAR} too.
     assert_eq!(local.upstreams[1].url.expose_secret(), "https://other.example/K");
     assert!(!config.chains[1].use_block_receipts);
+    assert_eq!(config.chains[1].fetch, FetchMode::Logs);
     assert_eq!(config.chains[1].rpc.max_attempts, 9);
 }
 

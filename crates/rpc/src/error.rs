@@ -19,6 +19,9 @@ impl JsonRpcError {
     /// Whether this error is the upstream's problem (overload, internal failure, missing data) rather than the
     /// caller's (bad params, revert). Only the former is worth sending to another upstream.
     pub fn is_upstream_fault(&self) -> bool {
+        if self.is_range_limit() {
+            return false;
+        }
         let message = self.message.to_ascii_lowercase();
         let caller_fault = [
             "revert",
@@ -63,7 +66,32 @@ impl JsonRpcError {
         }
     }
 
+    /// Whether this is a provider refusing an `eth_getLogs` query as too large (too many blocks, results or
+    /// bytes; often with code -32005, like rate limits). The caller must ask for less: this is neither an upstream
+    /// fault nor a rate limit, so it comes back at once instead of being retried or throttling the upstream.
+    pub fn is_range_limit(&self) -> bool {
+        let message = self.message.to_ascii_lowercase();
+        let range_limit = [
+            "block range",
+            "range limit",
+            "max range",
+            "range is too",
+            "range too large",
+            "too many blocks",
+            "requested blocks",
+            "blocks distance",
+            "returned more than",
+            "max results",
+            "response size",
+            "logs matched by query",
+        ];
+        range_limit.iter().any(|needle| message.contains(needle))
+    }
+
     pub fn is_rate_limit(&self) -> bool {
+        if self.is_range_limit() {
+            return false;
+        }
         let message = self.message.to_ascii_lowercase();
         self.code == 429
             || self.code == -32005
@@ -195,6 +223,26 @@ mod tests {
         assert!(rpc(-32000, "header not found").is_retryable());
         assert!(rpc(-32601, "the method eth_getBlockReceipts does not exist").is_retryable());
         assert!(rpc(429, "Too Many Requests").is_rate_limit());
+    }
+
+    #[test]
+    fn range_limits_come_back_at_once() {
+        for (code, message) in [
+            (-32005, "query returned more than 10000 results. Try with this block range [0x1, 0x2]."),
+            (-32005, "query exceeds max block range 5"),
+            (-32000, "range limit exceeded"),
+            (
+                -32602,
+                "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range",
+            ),
+            (-32005, "query exceeds max results 20000"),
+        ] {
+            let err = rpc(code, message);
+            assert!(!err.is_retryable() && !err.is_rate_limit(), "{message}");
+            assert_eq!(err.outcome(), "rpc_client_error");
+        }
+        // A bare "limit exceeded" stays a provider limit: another upstream may take it.
+        assert!(rpc(-32005, "limit exceeded").is_retryable());
     }
 
     #[test]

@@ -40,9 +40,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// HTTP-level faults ([`Refuse`](Fault::Refuse), [`Hang`](Fault::Hang), [`Delay`](Fault::Delay),
 /// [`Status`](Fault::Status), [`Garbage`](Fault::Garbage)) apply to a whole HTTP request, batch or not.
-/// JSON-RPC-level faults ([`RpcError`](Fault::RpcError), [`Lag`](Fault::Lag), [`ChainId`](Fault::ChainId))
-/// apply to each element of a batch on its own; the elements they do not answer themselves are forwarded to the
-/// target (as one batch) and the answers put back in request order with the caller's ids.
+/// JSON-RPC-level faults ([`RpcError`](Fault::RpcError), [`Lag`](Fault::Lag), [`ChainId`](Fault::ChainId),
+/// [`LogsRangeLimit`](Fault::LogsRangeLimit)) apply to each element of a batch on its own; the elements they do not
+/// answer themselves are forwarded to the target (as one batch) and the answers put back in request order with the
+/// caller's ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Transparent proxy to the target: status, `content-type` and body are passed through.
@@ -75,6 +76,12 @@ pub enum Fault {
     Lag(u64),
     /// `eth_chainId` answers this id; everything else is proxied.
     ChainId(u64),
+    /// A provider that limits `eth_getLogs` to ranges of at most this many blocks: a call whose
+    /// `fromBlock..=toBlock` spans more (`latest`, `pending` or a missing bound meaning the target's head,
+    /// `earliest` block 0) answers `{"code": -32005, "message": "query exceeds max block range N"}`. Calls by
+    /// `blockHash` or with other tags, and all other methods, are proxied. `LogsRangeLimit(0)` refuses every
+    /// `eth_getLogs` by range, even over one block.
+    LogsRangeLimit(u64),
 }
 
 /// A running fault-injecting proxy on `127.0.0.1` in front of one target URL. Dropping it stops the server and
@@ -387,11 +394,13 @@ async fn answer(shared: &Shared, fault: Fault, body: Bytes, request: Option<Valu
             "<html><body><h1>502 Bad Gateway</h1></body></html>",
         )
             .into_response(),
-        Fault::RpcError { .. } | Fault::Lag(_) | Fault::ChainId(_) => match request {
-            Some(request) => per_call(shared, &fault, request).await,
-            // Not JSON: let the target give its parse error.
-            None => shared.forward(body).await,
-        },
+        Fault::RpcError { .. } | Fault::Lag(_) | Fault::ChainId(_) | Fault::LogsRangeLimit(_) => {
+            match request {
+                Some(request) => per_call(shared, &fault, request).await,
+                // Not JSON: let the target give its parse error.
+                None => shared.forward(body).await,
+            }
+        }
     }
 }
 
@@ -533,11 +542,18 @@ async fn per_call(shared: &Shared, fault: &Fault, request: Value) -> Response {
         }
         single => (vec![single], false),
     };
+    // The head the calls see: the target's, N blocks back under `Lag`.
     let visible = match fault {
         Fault::Lag(n) => match shared.target_head().await {
             Ok(head) => Some(head.saturating_sub(*n)),
             Err(response) => return response,
         },
+        Fault::LogsRangeLimit(_) if calls.iter().any(logs_range_needs_head) => {
+            match shared.target_head().await {
+                Ok(head) => Some(head),
+                Err(response) => return response,
+            }
+        }
         _ => None,
     };
 
@@ -623,6 +639,41 @@ fn plan(fault: &Fault, visible: Option<u64>, method: &str, params: Value) -> Pla
         (Fault::RpcError { code, message }, _) => Plan::Error(*code, message.clone()),
         (Fault::ChainId(id), _) if method == "eth_chainId" => Plan::Result(quantity(*id)),
         (Fault::Lag(_), Some(visible)) => plan_lag(visible, method, params),
+        (Fault::LogsRangeLimit(max), head) if method == "eth_getLogs" => plan_logs_limit(*max, head, &params),
+        _ => Plan::Forward(None, Post::None),
+    }
+}
+
+/// The `fromBlock..=toBlock` of an `eth_getLogs` filter, `latest`/`pending`/missing bounds meaning `head`;
+/// `None` for a filter by block hash or with another tag.
+fn logs_span(params: &Value, head: Option<u64>) -> Option<(u64, u64)> {
+    let filter = params.get(0).filter(|filter| filter.get("blockHash").is_none())?;
+    let height = |key: &str| match block_ref(filter.get(key)) {
+        BlockRef::Number(n) => Some(n),
+        BlockRef::Earliest => Some(0),
+        BlockRef::Latest | BlockRef::Missing => head,
+        BlockRef::Other => None,
+    };
+    Some((height("fromBlock")?, height("toBlock")?))
+}
+
+/// Whether an `eth_getLogs` call's range depends on the head.
+fn logs_range_needs_head(call: &Value) -> bool {
+    let filter = call.get("params").and_then(|params| params.get(0));
+    call.get("method").and_then(Value::as_str) == Some("eth_getLogs")
+        && filter.is_some_and(|filter| {
+            filter.get("blockHash").is_none()
+                && ["fromBlock", "toBlock"]
+                    .iter()
+                    .any(|key| matches!(block_ref(filter.get(*key)), BlockRef::Latest | BlockRef::Missing))
+        })
+}
+
+fn plan_logs_limit(max: u64, head: Option<u64>, params: &Value) -> Plan {
+    match logs_span(params, head) {
+        Some((from, to)) if to >= from && to - from >= max => {
+            Plan::Error(-32005, format!("query exceeds max block range {max}"))
+        }
         _ => Plan::Forward(None, Post::None),
     }
 }

@@ -350,6 +350,65 @@ async fn lag_limits_logs_to_the_lagging_head() {
 }
 
 #[tokio::test]
+async fn logs_range_limit_refuses_wide_eth_get_logs_and_proxies_the_rest() {
+    let anvil = Anvil::spawn().await;
+    let direct = Eth::new(&anvil.url);
+    let from = direct.accounts().await[0];
+    let token = direct.deploy(from, contracts::DEMO_TOKEN).await;
+    // One block with one Transfer log each.
+    for i in 0..6u64 {
+        direct.send(from, Some(token), contracts::erc20_mint(from, U256::from(i + 1)), U256::ZERO).await;
+    }
+    let head = direct.block_number().await;
+    let proxy = FaultProxy::start(&anvil.url).await;
+    proxy.set(Fault::LogsRangeLimit(3)).await;
+    assert_eq!(proxy.fault(), Fault::LogsRangeLimit(3));
+    let eth = Eth::new(&proxy.url);
+    let range = |from: u64, to: u64| json!([{"fromBlock": hex(from), "toBlock": hex(to)}]);
+    let refused = json!({"code": -32005, "message": "query exceeds max block range 3"});
+
+    // Up to 3 blocks: the target's answer.
+    let three = eth.logs(head - 2, head).await;
+    assert_eq!(three.len(), 3);
+    assert_eq!(three, direct.logs(head - 2, head).await);
+    assert_eq!(eth.logs(head, head).await.len(), 1);
+    // 4 blocks: refused.
+    assert_eq!(eth.try_request("eth_getLogs", range(head - 3, head)).await, Err(refused.clone()));
+    // Tags: `latest` and a missing bound are the head, `earliest` is block 0.
+    let tagged = |filter: Value| eth.try_request("eth_getLogs", json!([filter]));
+    assert_eq!(tagged(json!({"fromBlock": "earliest", "toBlock": "latest"})).await, Err(refused.clone()));
+    assert_eq!(tagged(json!({"fromBlock": hex(head - 4)})).await, Err(refused.clone()));
+    assert_eq!(
+        tagged(json!({"fromBlock": hex(head - 1)})).await.map(|logs| logs.as_array().map(Vec::len)),
+        Ok(Some(2))
+    );
+    // By block hash: proxied.
+    let hash = direct.block(head, false).await["hash"].clone();
+    assert_eq!(
+        tagged(json!({"blockHash": hash})).await.map(|logs| logs.as_array().map(Vec::len)),
+        Ok(Some(1))
+    );
+
+    // Batches: each call on its own, other methods proxied.
+    let answers = rpc(
+        &proxy.url,
+        json!([
+            call(1, "eth_getLogs", range(0, head)),
+            call(2, "eth_blockNumber", json!([])),
+            call(3, "eth_getLogs", range(head - 1, head)),
+        ]),
+    )
+    .await;
+    assert_eq!(answers[0], json!({"jsonrpc": "2.0", "id": 1, "error": refused}));
+    assert_eq!(answers[1], json!({"jsonrpc": "2.0", "id": 2, "result": hex(head)}));
+    assert_eq!(answers[2]["result"].as_array().map(Vec::len), Some(2), "{answers}");
+    assert_eq!(proxy.received("eth_getLogs"), 9);
+
+    proxy.set(Fault::None).await;
+    assert_eq!(eth.logs(0, head).await, direct.logs(0, head).await);
+}
+
+#[tokio::test]
 async fn dropping_the_proxy_stops_it() {
     let anvil = Anvil::spawn().await;
     let proxy = FaultProxy::start(&anvil.url).await;
