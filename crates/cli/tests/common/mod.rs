@@ -74,6 +74,8 @@ pub struct Config {
     pub rpc: Vec<(String, String)>,
     /// `[chains.upstreams.rpc]` overrides as `(upstream name, key, TOML value)`.
     pub upstream_rpc: Vec<(String, String, String)>,
+    /// `chains[].max_reorg_depth`; `None` leaves the key out (the default applies).
+    pub max_reorg_depth: Option<u64>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             drain_delay_ms: 100,
             rpc: Vec::new(),
             upstream_rpc: Vec::new(),
+            max_reorg_depth: None,
         }
     }
 
@@ -106,8 +109,7 @@ impl Config {
             "[database]\nurl = {}\nmax_connections = 5\n\n\
              [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
              [[chains]]\nname = {}\nkind = \"evm\"\nchain_id = {}\nstart_block = 0\nbatch_size = {}\n\
-             poll_interval_ms = {}\n\n\
-             [chains.rpc]\n",
+             poll_interval_ms = {}\n",
             toml_string(&self.database_url),
             toml_string(listen),
             self.drain_delay_ms,
@@ -116,6 +118,10 @@ impl Config {
             self.batch_size,
             self.poll_interval_ms,
         );
+        if let Some(depth) = self.max_reorg_depth {
+            text.push_str(&format!("max_reorg_depth = {depth}\n"));
+        }
+        text.push_str("\n[chains.rpc]\n");
         let mut rpc: Vec<(String, String)> = vec![
             ("request_timeout_ms".into(), self.request_timeout_ms.to_string()),
             ("probe_interval_ms".into(), self.probe_interval_ms.to_string()),
@@ -377,6 +383,15 @@ impl Chainmux {
         }
     }
 
+    /// The sum of the `/metrics` series named exactly `name` whose labels include all of `labels`; `None` when
+    /// there is no such series (a counter that was never incremented is absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let url = self.url("/metrics");
+        let (status, text) = get(&url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+        assert_eq!(status, 200, "GET {url}: {text}");
+        metric_value(&text, name, labels)
+    }
+
     /// `POST /rpc/{chain}` with `body`; the answer must be 200 with JSON.
     pub async fn rpc(&self, body: &Value) -> Value {
         let url = self.url(&format!("/rpc/{}", self.chain));
@@ -411,6 +426,47 @@ impl Drop for Chainmux {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The sum of the series of Prometheus text `text` named exactly `name` with all of `labels`; `None` when there is
+/// none.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches =
+                metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Runs `chainmux migrate` with `config`, so the schema exists before `chainmux run` starts (a test can then add
+/// its own objects to the database first, e.g. triggers that record what the process does).
+pub fn migrate(config: &Config) {
+    let dir = temp_dir("migrate");
+    let path = dir.join("chainmux.toml");
+    let listen = format!("127.0.0.1:{}", chainmux_testkit::free_port());
+    std::fs::write(&path, config.toml(&listen))
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+    let output = chainmux_command()
+        .arg("migrate")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run chainmux migrate: {err}"));
+    assert!(
+        output.status.success(),
+        "chainmux migrate failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An HTTP client that never goes through a proxy.
