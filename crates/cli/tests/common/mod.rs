@@ -76,6 +76,8 @@ pub struct Config {
     pub upstream_rpc: Vec<(String, String, String)>,
     /// `chains[].max_reorg_depth`; `None` leaves the key out (the default applies).
     pub max_reorg_depth: Option<u64>,
+    /// `chains[].fetch` (`"full"` or `"logs"`); `None` leaves the key out (full).
+    pub fetch: Option<&'static str>,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             rpc: Vec::new(),
             upstream_rpc: Vec::new(),
             max_reorg_depth: None,
+            fetch: None,
         }
     }
 
@@ -120,6 +123,9 @@ impl Config {
         );
         if let Some(depth) = self.max_reorg_depth {
             text.push_str(&format!("max_reorg_depth = {depth}\n"));
+        }
+        if let Some(fetch) = self.fetch {
+            text.push_str(&format!("fetch = {}\n", toml_string(fetch)));
         }
         text.push_str("\n[chains.rpc]\n");
         let mut rpc: Vec<(String, String)> = vec![
