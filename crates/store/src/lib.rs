@@ -1,8 +1,9 @@
 //! PostgreSQL storage of chainmux: the schema (embedded from `../../migrations`), batch writes that move the chain
 //! cursor in the same transaction as the rows, and the read queries behind the gateway's REST API.
 //!
-//! Every row has a natural unique key, so writing the same batch twice is a no-op, and a crash mid-batch leaves
-//! either the whole batch with its cursor, or neither.
+//! Rows are streamed in with binary `COPY`, in one transaction with a cursor move that is conditional on where the
+//! batch started: a replayed batch is refused, every row has a natural unique key so none is ever stored twice, and
+//! a crash mid-batch leaves either the whole batch with its cursor, or neither.
 
 mod error;
 mod read;

@@ -1,13 +1,20 @@
 //! Batch writes: all rows of a batch and the cursor move commit together, or not at all.
+//!
+//! Rows go into the tables with `COPY ... FROM STDIN (FORMAT binary)`, one `COPY` per table, in the transaction that
+//! moved the cursor first. The cursor fence guarantees that nothing above the cursor is stored, so rows are copied
+//! straight into the tables: a row that is already there (or twice in the batch) violates its primary key and fails
+//! the whole batch, it is never skipped nor stored twice.
 
 use std::time::Instant;
 
-use chainmux_core::{BlockPtr, NormalizedBlock};
-use sqlx::{Postgres, Transaction};
+use chainmux_core::{BlockPtr, NormalizedBlock, U256};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgDatabaseError;
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::{Result, Store, StoreError};
 
-/// Rows inserted by one batch (rows already present are not counted).
+/// Rows inserted by one batch, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
     pub blocks: u64,
@@ -26,12 +33,17 @@ fn to_i64(value: u64, what: &'static str) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange(what))
 }
 
+fn to_i32(value: impl TryInto<i32>, what: &'static str) -> Result<i32> {
+    value.try_into().map_err(|_| StoreError::OutOfRange(what))
+}
+
 impl Store {
     /// Writes `blocks` and moves the cursor of `chain` from `expected` to the last block, in one transaction.
     ///
     /// `blocks` must continue `expected` (the first block's parent is `expected`, each next block's parent the one
     /// before). The cursor update is conditional on the cursor still being `expected`; if another writer moved it,
-    /// nothing is written and [`StoreError::CursorMoved`] is returned.
+    /// nothing is written and [`StoreError::CursorMoved`] is returned. A row that is already stored, or that the
+    /// batch holds twice, fails the whole batch with [`StoreError::Discontinuous`] naming the table and the key.
     pub async fn write_batch(
         &self,
         chain: &str,
@@ -42,16 +54,10 @@ impl Store {
         check_continuity(chain, expected, blocks)?;
         let started = Instant::now();
 
-        let mut tx = self.pool.begin().await?;
-        // The cursor row goes first: its row lock serialises concurrent writers of one chain.
-        move_cursor(&mut tx, chain, expected, last.ptr).await?;
-        let stats = WriteStats {
-            blocks: insert_blocks(&mut tx, chain, blocks).await?,
-            transactions: insert_transactions(&mut tx, chain, blocks).await?,
-            logs: insert_logs(&mut tx, chain, blocks).await?,
-            transfers: insert_transfers(&mut tx, chain, blocks).await?,
-        };
-        tx.commit().await?;
+        let mut conn = CloseIfCancelled { conn: self.pool.acquire().await?, done: false };
+        let written = write_rows(&mut conn.conn, chain, expected, last.ptr, blocks).await;
+        conn.done = true;
+        let stats = written?;
 
         metrics::histogram!("chainmux_store_write_seconds", "chain" => chain.to_owned())
             .record(started.elapsed().as_secs_f64());
@@ -66,6 +72,45 @@ impl Store {
         }
         Ok(stats)
     }
+}
+
+/// A pooled connection that is closed instead of going back to the pool when dropped before `done`: a write
+/// whose future is dropped halfway may leave the connection inside a `COPY`, out of step with sqlx (which would
+/// hand the next query another statement's answer). The server rolls the open transaction back when it closes.
+struct CloseIfCancelled {
+    conn: PoolConnection<Postgres>,
+    done: bool,
+}
+
+impl Drop for CloseIfCancelled {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The transaction of [`Store::write_batch`]: cursor move first, then one `COPY` per table, then commit.
+async fn write_rows(
+    conn: &mut PgConnection,
+    chain: &str,
+    expected: Option<BlockPtr>,
+    to: BlockPtr,
+    blocks: &[NormalizedBlock],
+) -> Result<WriteStats> {
+    let mut tx = conn.begin().await?;
+    // The cursor row goes first: its row lock serialises concurrent writers of one chain.
+    move_cursor(&mut tx, chain, expected, to).await?;
+    let mut rows = CopyRows::default();
+    let stats = WriteStats {
+        blocks: copy_table(&mut tx, &mut rows, Table::Blocks, chain, blocks).await?,
+        transactions: copy_table(&mut tx, &mut rows, Table::Transactions, chain, blocks).await?,
+        logs: copy_table(&mut tx, &mut rows, Table::Logs, chain, blocks).await?,
+        transfers: copy_table(&mut tx, &mut rows, Table::Transfers, chain, blocks).await?,
+    };
+    drop(rows);
+    tx.commit().await?;
+    Ok(stats)
 }
 
 fn check_continuity(chain: &str, expected: Option<BlockPtr>, blocks: &[NormalizedBlock]) -> Result<()> {
@@ -131,227 +176,367 @@ async fn move_cursor(
     Err(StoreError::CursorMoved { chain: chain.to_owned(), expected, actual })
 }
 
-async fn insert_blocks(
-    tx: &mut Transaction<'_, Postgres>,
-    chain: &str,
-    blocks: &[NormalizedBlock],
-) -> Result<u64> {
-    let mut number = Vec::with_capacity(blocks.len());
-    let mut hash = Vec::with_capacity(blocks.len());
-    let mut parent_hash = Vec::with_capacity(blocks.len());
-    let mut timestamp = Vec::with_capacity(blocks.len());
-    let mut tx_count = Vec::with_capacity(blocks.len());
-    let mut log_count = Vec::with_capacity(blocks.len());
-    for block in blocks {
-        number.push(to_i64(block.ptr.number, "block number")?);
-        hash.push(block.ptr.hash.to_vec());
-        parent_hash.push(block.parent_hash().to_vec());
-        timestamp.push(to_i64(block.timestamp, "timestamp")?);
-        tx_count
-            .push(i32::try_from(block.transactions.len()).map_err(|_| StoreError::OutOfRange("tx_count"))?);
-        log_count.push(i32::try_from(block.logs.len()).map_err(|_| StoreError::OutOfRange("log_count"))?);
-    }
-    let done = sqlx::query(
-        "INSERT INTO blocks (chain, number, hash, parent_hash, timestamp, tx_count, log_count) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::bytea[], $5::bigint[], $6::int[], $7::int[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(chain)
-    .bind(number)
-    .bind(hash)
-    .bind(parent_hash)
-    .bind(timestamp)
-    .bind(tx_count)
-    .bind(log_count)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+/// The four tables of chain data, in the order a batch writes them.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Blocks,
+    Transactions,
+    Logs,
+    Transfers,
 }
 
-async fn insert_transactions(
-    tx: &mut Transaction<'_, Postgres>,
-    chain: &str,
-    blocks: &[NormalizedBlock],
-) -> Result<u64> {
-    let count: usize = blocks.iter().map(|b| b.transactions.len()).sum();
-    if count == 0 {
-        return Ok(0);
-    }
-    let mut block_number = Vec::with_capacity(count);
-    let mut block_hash = Vec::with_capacity(count);
-    let mut tx_index = Vec::with_capacity(count);
-    let mut hash = Vec::with_capacity(count);
-    let mut from = Vec::with_capacity(count);
-    let mut to = Vec::with_capacity(count);
-    let mut value = Vec::with_capacity(count);
-    let mut nonce = Vec::with_capacity(count);
-    let mut gas_limit = Vec::with_capacity(count);
-    let mut gas_price = Vec::with_capacity(count);
-    let mut gas_used = Vec::with_capacity(count);
-    let mut status = Vec::with_capacity(count);
-    let mut contract_address = Vec::with_capacity(count);
-    let mut input = Vec::with_capacity(count);
-    for block in blocks {
-        let number = to_i64(block.ptr.number, "block number")?;
-        for t in &block.transactions {
-            block_number.push(number);
-            block_hash.push(block.ptr.hash.to_vec());
-            tx_index.push(i32::try_from(t.index).map_err(|_| StoreError::OutOfRange("tx_index"))?);
-            hash.push(t.hash.to_vec());
-            from.push(t.from.to_vec());
-            to.push(t.to.as_ref().map(|a| a.to_vec()));
-            value.push(t.value.to_string());
-            nonce.push(t.nonce.to_string());
-            gas_limit.push(t.gas_limit.to_string());
-            gas_price.push(t.gas_price.map(|p| p.to_string()));
-            gas_used.push(t.gas_used.map(|g| g.to_string()));
-            status.push(t.status);
-            contract_address.push(t.contract_address.as_ref().map(|a| a.to_vec()));
-            input.push(t.input.to_vec());
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Blocks => "blocks",
+            Self::Transactions => "transactions",
+            Self::Logs => "logs",
+            Self::Transfers => "transfers",
         }
     }
-    let done = sqlx::query(
-        "INSERT INTO transactions (chain, block_number, block_hash, tx_index, hash, from_address, to_address, value, \
-         nonce, gas_limit, gas_price, gas_used, status, contract_address, input) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::int[], $5::bytea[], $6::bytea[], $7::bytea[], \
-         $8::text[]::numeric[], $9::text[]::numeric[], $10::text[]::numeric[], $11::text[]::numeric[], \
-         $12::text[]::numeric[], $13::bool[], $14::bytea[], $15::bytea[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(chain)
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(tx_index)
-    .bind(hash)
-    .bind(from)
-    .bind(to)
-    .bind(value)
-    .bind(nonce)
-    .bind(gas_limit)
-    .bind(gas_price)
-    .bind(gas_used)
-    .bind(status)
-    .bind(contract_address)
-    .bind(input)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
-}
 
-async fn insert_logs(
-    tx: &mut Transaction<'_, Postgres>,
-    chain: &str,
-    blocks: &[NormalizedBlock],
-) -> Result<u64> {
-    let count: usize = blocks.iter().map(|b| b.logs.len()).sum();
-    if count == 0 {
-        return Ok(0);
-    }
-    let mut block_number = Vec::with_capacity(count);
-    let mut block_hash = Vec::with_capacity(count);
-    let mut log_index = Vec::with_capacity(count);
-    let mut tx_hash = Vec::with_capacity(count);
-    let mut tx_index = Vec::with_capacity(count);
-    let mut address = Vec::with_capacity(count);
-    let mut topics: [Vec<Option<Vec<u8>>>; 4] = Default::default();
-    let mut data = Vec::with_capacity(count);
-    for block in blocks {
-        let number = to_i64(block.ptr.number, "block number")?;
-        for log in &block.logs {
-            block_number.push(number);
-            block_hash.push(block.ptr.hash.to_vec());
-            log_index.push(i32::try_from(log.log_index).map_err(|_| StoreError::OutOfRange("log_index"))?);
-            tx_hash.push(log.tx_hash.to_vec());
-            tx_index.push(i32::try_from(log.tx_index).map_err(|_| StoreError::OutOfRange("tx_index"))?);
-            address.push(log.address.to_vec());
-            for (i, column) in topics.iter_mut().enumerate() {
-                column.push(log.topics.get(i).map(|t| t.to_vec()));
+    /// The `COPY` statement; its column list is the order in which [`Table::encode`] writes each row's fields.
+    fn copy_statement(self) -> &'static str {
+        match self {
+            Self::Blocks => {
+                "COPY blocks (chain, number, hash, parent_hash, timestamp, tx_count, log_count) \
+                 FROM STDIN (FORMAT binary)"
             }
-            data.push(log.data.to_vec());
+            Self::Transactions => {
+                "COPY transactions (chain, block_number, block_hash, tx_index, hash, from_address, to_address, \
+                 value, nonce, gas_limit, gas_price, gas_used, status, contract_address, input) \
+                 FROM STDIN (FORMAT binary)"
+            }
+            Self::Logs => {
+                "COPY logs (chain, block_number, block_hash, log_index, tx_hash, tx_index, address, \
+                 topic0, topic1, topic2, topic3, data) FROM STDIN (FORMAT binary)"
+            }
+            Self::Transfers => {
+                "COPY transfers (chain, block_number, block_hash, log_index, batch_index, standard, tx_hash, \
+                 token, from_address, to_address, amount, token_id) FROM STDIN (FORMAT binary)"
+            }
         }
     }
-    let [topic0, topic1, topic2, topic3] = topics;
-    let done = sqlx::query(
-        "INSERT INTO logs (chain, block_number, block_hash, log_index, tx_hash, tx_index, address, \
-         topic0, topic1, topic2, topic3, data) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::int[], $5::bytea[], $6::int[], $7::bytea[], \
-         $8::bytea[], $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(chain)
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(log_index)
-    .bind(tx_hash)
-    .bind(tx_index)
-    .bind(address)
-    .bind(topic0)
-    .bind(topic1)
-    .bind(topic2)
-    .bind(topic3)
-    .bind(data)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+
+    /// Appends the table's rows of `blocks` to `out`.
+    fn encode(self, out: &mut CopyRows, chain: &str, blocks: &[NormalizedBlock]) -> Result<()> {
+        let chain = chain.as_bytes();
+        for block in blocks {
+            let number = to_i64(block.ptr.number, "block number")?;
+            let hash = block.ptr.hash.as_slice();
+            match self {
+                Self::Blocks => {
+                    out.row(7);
+                    out.bytes(chain)?;
+                    out.int8(number);
+                    out.bytes(hash)?;
+                    out.bytes(block.parent_hash().as_slice())?;
+                    out.int8(to_i64(block.timestamp, "timestamp")?);
+                    out.int4(to_i32(block.transactions.len(), "tx_count")?);
+                    out.int4(to_i32(block.logs.len(), "log_count")?);
+                }
+                Self::Transactions => {
+                    for t in &block.transactions {
+                        out.row(15);
+                        out.bytes(chain)?;
+                        out.int8(number);
+                        out.bytes(hash)?;
+                        out.int4(to_i32(t.index, "tx_index")?);
+                        out.bytes(&t.hash)?;
+                        out.bytes(&t.from)?;
+                        out.opt_bytes(t.to.as_ref())?;
+                        out.numeric(&t.value);
+                        out.numeric(&U256::from(t.nonce));
+                        out.numeric(&U256::from(t.gas_limit));
+                        out.opt_numeric(t.gas_price.map(U256::from).as_ref());
+                        out.opt_numeric(t.gas_used.map(U256::from).as_ref());
+                        match t.status {
+                            Some(status) => out.bool(status),
+                            None => out.null(),
+                        }
+                        out.opt_bytes(t.contract_address.as_ref())?;
+                        out.bytes(&t.input)?;
+                    }
+                }
+                Self::Logs => {
+                    for log in &block.logs {
+                        out.row(12);
+                        out.bytes(chain)?;
+                        out.int8(number);
+                        out.bytes(hash)?;
+                        out.int4(to_i32(log.log_index, "log_index")?);
+                        out.bytes(&log.tx_hash)?;
+                        out.int4(to_i32(log.tx_index, "tx_index")?);
+                        out.bytes(&log.address)?;
+                        for i in 0..4 {
+                            out.opt_bytes(log.topics.get(i).map(|t| t.as_slice()))?;
+                        }
+                        out.bytes(&log.data)?;
+                    }
+                }
+                Self::Transfers => {
+                    for t in &block.transfers {
+                        out.row(12);
+                        out.bytes(chain)?;
+                        out.int8(number);
+                        out.bytes(hash)?;
+                        out.int4(to_i32(t.log_index, "log_index")?);
+                        out.int4(to_i32(t.batch_index, "batch_index")?);
+                        out.bytes(t.standard.as_str().as_bytes())?;
+                        out.bytes(&t.tx_hash)?;
+                        out.opt_bytes(t.token.as_ref())?;
+                        out.bytes(&t.from)?;
+                        out.bytes(&t.to)?;
+                        out.numeric(&t.amount);
+                        out.opt_numeric(t.token_id.as_ref());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-async fn insert_transfers(
-    tx: &mut Transaction<'_, Postgres>,
+/// Size of the `CopyData` messages the encoded rows are sent in: the server works on one while the next arrives.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// Copies the rows of `table` in `blocks` into the table; returns how many rows the server inserted.
+async fn copy_table(
+    conn: &mut PgConnection,
+    rows: &mut CopyRows,
+    table: Table,
     chain: &str,
     blocks: &[NormalizedBlock],
 ) -> Result<u64> {
-    let count: usize = blocks.iter().map(|b| b.transfers.len()).sum();
-    if count == 0 {
+    // Everything that can fail on our side fails here, before the COPY starts.
+    rows.start();
+    table.encode(rows, chain, blocks)?;
+    if rows.rows == 0 {
         return Ok(0);
     }
-    let mut block_number = Vec::with_capacity(count);
-    let mut block_hash = Vec::with_capacity(count);
-    let mut log_index = Vec::with_capacity(count);
-    let mut batch_index = Vec::with_capacity(count);
-    let mut standard = Vec::with_capacity(count);
-    let mut tx_hash = Vec::with_capacity(count);
-    let mut token = Vec::with_capacity(count);
-    let mut from = Vec::with_capacity(count);
-    let mut to = Vec::with_capacity(count);
-    let mut amount = Vec::with_capacity(count);
-    let mut token_id = Vec::with_capacity(count);
-    for block in blocks {
-        let number = to_i64(block.ptr.number, "block number")?;
-        for t in &block.transfers {
-            block_number.push(number);
-            block_hash.push(block.ptr.hash.to_vec());
-            log_index.push(i32::try_from(t.log_index).map_err(|_| StoreError::OutOfRange("log_index"))?);
-            batch_index
-                .push(i32::try_from(t.batch_index).map_err(|_| StoreError::OutOfRange("batch_index"))?);
-            standard.push(t.standard.as_str());
-            tx_hash.push(t.tx_hash.to_vec());
-            token.push(t.token.as_ref().map(|a| a.to_vec()));
-            from.push(t.from.to_vec());
-            to.push(t.to.to_vec());
-            amount.push(t.amount.to_string());
-            token_id.push(t.token_id.map(|id| id.to_string()));
+    let data = rows.finish();
+    let copied = async {
+        let mut copy = conn.copy_in_raw(table.copy_statement()).await?;
+        for chunk in data.chunks(COPY_CHUNK) {
+            copy.send(chunk).await?;
+        }
+        copy.finish().await
+    }
+    .await;
+    copied.map_err(|err| copy_failed(err, table, chain, blocks))
+}
+
+/// A primary-key violation means the batch overlaps stored rows (nothing above the cursor may exist, so the store
+/// is inconsistent) or repeats a row itself: either way not something a retry fixes, unlike other database errors.
+fn copy_failed(err: sqlx::Error, table: Table, chain: &str, blocks: &[NormalizedBlock]) -> StoreError {
+    let Some(db) = err.as_database_error().filter(|db| db.is_unique_violation()) else {
+        return StoreError::Database(err);
+    };
+    let detail = db.try_downcast_ref::<PgDatabaseError>().and_then(PgDatabaseError::detail);
+    let (first, last) = match (blocks.first(), blocks.last()) {
+        (Some(first), Some(last)) => (first.ptr.number, last.ptr.number),
+        _ => (0, 0),
+    };
+    StoreError::Discontinuous {
+        chain: chain.to_owned(),
+        reason: format!(
+            "table {}: a row of blocks {first}..={last} is already stored or repeated in the batch: {}{}",
+            table.name(),
+            db.message(),
+            detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+        ),
+    }
+}
+
+/// Rows in PostgreSQL's binary `COPY` format: a header, per row the field count and each field as a length (-1
+/// for NULL) followed by the type's binary ("send") representation, and a trailer.
+#[derive(Debug, Default)]
+struct CopyRows {
+    buf: Vec<u8>,
+    rows: u64,
+}
+
+impl CopyRows {
+    /// Signature, flags (no OIDs), header extension length.
+    const HEADER: &'static [u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+    fn start(&mut self) {
+        self.buf.clear();
+        self.buf.extend_from_slice(Self::HEADER);
+        self.rows = 0;
+    }
+
+    fn finish(&mut self) -> &[u8] {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        &self.buf
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+        self.rows += 1;
+    }
+
+    fn null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    fn int8(&mut self, value: i64) {
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn int4(&mut self, value: i32) {
+        self.buf.extend_from_slice(&4i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.buf.extend_from_slice(&1i32.to_be_bytes());
+        self.buf.push(u8::from(value));
+    }
+
+    /// `bytea` as is, or `text` as UTF-8 (the connection's client encoding).
+    fn bytes(&mut self, value: &[u8]) -> Result<()> {
+        let len = to_i32(value.len(), "field length")?;
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(value);
+        Ok(())
+    }
+
+    fn opt_bytes(&mut self, value: Option<impl AsRef<[u8]>>) -> Result<()> {
+        match value {
+            Some(value) => self.bytes(value.as_ref()),
+            None => {
+                self.null();
+                Ok(())
+            }
         }
     }
-    let done = sqlx::query(
-        "INSERT INTO transfers (chain, block_number, block_hash, log_index, batch_index, standard, tx_hash, token, \
-         from_address, to_address, amount, token_id) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[], $4::int[], $5::int[], $6::text[], $7::bytea[], \
-         $8::bytea[], $9::bytea[], $10::bytea[], $11::text[]::numeric[], $12::text[]::numeric[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(chain)
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(log_index)
-    .bind(batch_index)
-    .bind(standard)
-    .bind(tx_hash)
-    .bind(token)
-    .bind(from)
-    .bind(to)
-    .bind(amount)
-    .bind(token_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+
+    /// `numeric`: digit count, weight (of the first digit, in powers of 10000), sign, display scale, then the
+    /// base-10000 digits, most significant first. Exact for every `U256`; trailing zero digits are left out, as
+    /// PostgreSQL itself does.
+    fn numeric(&mut self, value: &U256) {
+        let (digits, len) = base_10000(value);
+        let zeros = digits[..len].iter().take_while(|&&d| d == 0).count();
+        let count = len - zeros;
+        // At most 20 digits: these casts cannot truncate.
+        let weight = len.saturating_sub(1) as i16;
+        self.buf.extend_from_slice(&(8 + 2 * count as i32).to_be_bytes());
+        self.buf.extend_from_slice(&(count as i16).to_be_bytes());
+        self.buf.extend_from_slice(&weight.to_be_bytes());
+        self.buf.extend_from_slice(&0u16.to_be_bytes()); // sign: positive
+        self.buf.extend_from_slice(&0u16.to_be_bytes()); // display scale: integer
+        for digit in digits[zeros..len].iter().rev() {
+            self.buf.extend_from_slice(&digit.to_be_bytes());
+        }
+    }
+
+    fn opt_numeric(&mut self, value: Option<&U256>) {
+        match value {
+            Some(value) => self.numeric(value),
+            None => self.null(),
+        }
+    }
+}
+
+/// `value` in base 10000, least significant digit first, without leading zeros (zero has no digits).
+/// 2^256 − 1 has 78 decimal digits, so 20 base-10000 digits suffice.
+fn base_10000(value: &U256) -> ([u16; 20], usize) {
+    /// 10000^4: the largest power of 10000 below 2^64.
+    const CHUNK: u128 = 10_000_000_000_000_000;
+    let mut digits = [0u16; 20];
+    let mut len = 0;
+    let mut limbs = *value.as_limbs();
+    let mut top = limbs.iter().rposition(|&limb| limb != 0).map_or(0, |i| i + 1);
+    // Long division by 10000^4 while more than one 64-bit limb is left; each remainder is four digits.
+    while top > 1 {
+        let mut rem = 0u128;
+        for limb in limbs[..top].iter_mut().rev() {
+            let current = (rem << 64) | u128::from(*limb);
+            // current < CHUNK · 2^64, so the quotient fits a limb.
+            *limb = (current / CHUNK) as u64;
+            rem = current % CHUNK;
+        }
+        let mut rem = rem as u64;
+        for _ in 0..4 {
+            digits[len] = (rem % 10_000) as u16;
+            rem /= 10_000;
+            len += 1;
+        }
+        while top > 0 && limbs[top - 1] == 0 {
+            top -= 1;
+        }
+    }
+    let mut rest = limbs[0];
+    while rest != 0 {
+        digits[len] = (rest % 10_000) as u16;
+        rest /= 10_000;
+        len += 1;
+    }
+    (digits, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decimal text of a base-10000 digit sequence, as PostgreSQL prints it.
+    fn decimal(value: &U256) -> String {
+        let (digits, len) = base_10000(value);
+        if len == 0 {
+            return "0".into();
+        }
+        let mut text = digits[len - 1].to_string();
+        for digit in digits[..len - 1].iter().rev() {
+            assert!(*digit < 10_000);
+            text.push_str(&format!("{digit:04}"));
+        }
+        text
+    }
+
+    #[test]
+    fn base_10000_is_exact() {
+        let mut values = vec![U256::ZERO, U256::MAX, U256::from(u64::MAX), U256::from(u128::MAX)];
+        for shift in 0..256 {
+            let power = U256::from(1u64) << shift;
+            values.extend([power, power - U256::from(1u64), power + U256::from(1u64)]);
+        }
+        let mut power = U256::from(1u64);
+        while let Some(next) = power.checked_mul(U256::from(10u64)) {
+            values.extend([
+                power,
+                power - U256::from(1u64),
+                power + U256::from(1u64),
+                power * U256::from(7u64),
+            ]);
+            power = next;
+        }
+        // A deterministic spread of full-width values.
+        let mut x = U256::from(0x9e37_79b9_7f4a_7c15u64);
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(U256::from(6_364_136_223_846_793_005u64))
+                .wrapping_add(U256::from(1_442_695_040_888_963_407u64));
+            values.extend([x, x >> 64, x >> 128, x >> 192, x >> 200]);
+        }
+        for value in values {
+            assert_eq!(decimal(&value), value.to_string(), "{value:#x}");
+        }
+    }
+
+    #[test]
+    fn numeric_encoding_strips_trailing_zero_digits() {
+        let mut rows = CopyRows::default();
+        rows.numeric(&U256::from(10u64).pow(U256::from(8u64)));
+        // length 10: ndigits 1, weight 2, sign 0, dscale 0, digit 1
+        assert_eq!(rows.buf, [0, 0, 0, 10, 0, 1, 0, 2, 0, 0, 0, 0, 0, 1]);
+        rows.buf.clear();
+        rows.numeric(&U256::ZERO);
+        assert_eq!(rows.buf, [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        rows.buf.clear();
+        rows.numeric(&U256::from(123_456_789u64));
+        // 1 2345 6789: ndigits 3, weight 2
+        assert_eq!(rows.buf, [0, 0, 0, 14, 0, 3, 0, 2, 0, 0, 0, 0, 0, 1, 0x09, 0x29, 0x1a, 0x85]);
+    }
 }
