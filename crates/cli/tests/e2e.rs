@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chainmux_testkit::contracts::{TRANSFER_BATCH_TOPIC, TRANSFER_SINGLE_TOPIC, TRANSFER_TOPIC};
 use chainmux_testkit::{Anvil, Eth, TestDb, TransferMix, free_port, populate_transfers};
 use common::{
-    Chainmux, Config, chainmux_command, collect_pages, connect, cursor, get, hex_to_decimal, lower, quantity,
-    rpc_request, temp_dir, text_rows, topic_address, words,
+    Chainmux, Config, chainmux_command, collect_pages, connect, cursor, dump, get, hex_to_decimal, lower,
+    quantity, rpc_request, temp_dir, topic_address, words,
 };
 use serde_json::{Value, json};
 
@@ -617,29 +617,6 @@ async fn indexes_every_transfer_and_log_exactly() {
     let (items, _) = collect_pages(&chainmux, "/v1/chains/local/logs", 13).await;
     let served: Vec<LogRow> = items.iter().map(log_from_api).collect();
     assert_same_rows("logs over REST", &expected_logs, &served);
-}
-
-/// Tables of `pool`, one text line per row in primary-key order; identical content gives identical lines.
-async fn dump(pool: &sqlx::PgPool) -> BTreeMap<&'static str, Vec<String>> {
-    let queries: [(&str, &'static str); 6] = [
-        ("chains", "SELECT name || ' ' || kind || ' ' || chain_id FROM chains ORDER BY name"),
-        (
-            "cursors",
-            "SELECT chain || ' ' || block_number || ' ' || encode(block_hash, 'hex') FROM cursors ORDER BY chain",
-        ),
-        ("blocks", "SELECT t::text FROM blocks t ORDER BY chain, number"),
-        ("transactions", "SELECT t::text FROM transactions t ORDER BY chain, block_number, tx_index"),
-        ("logs", "SELECT t::text FROM logs t ORDER BY chain, block_number, log_index"),
-        (
-            "transfers",
-            "SELECT t::text FROM transfers t ORDER BY chain, block_number, log_index, batch_index, standard",
-        ),
-    ];
-    let mut tables = BTreeMap::new();
-    for (table, sql) in queries {
-        tables.insert(table, text_rows(pool, sql).await);
-    }
-    tables
 }
 
 /// A SIGKILL mid-backfill leaves a consistent prefix (nothing past the cursor); the restarted process resumes

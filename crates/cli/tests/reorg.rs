@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chainmux_core::U256;
 use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb, contracts, populate_transfers};
-use common::{Chainmux, Config, POLL, connect, get, lower, quantity, rpc_request, text_rows};
+use common::{Chainmux, Config, POLL, connect, dump, get, lower, quantity, rpc_request, text_rows};
 use serde_json::{Value, json};
 
 /// How long chainmux may take to reach anvil's head (number and hash) after a change of the chain.
@@ -397,30 +397,6 @@ impl Subject {
         .await
         .unwrap_or_else(|err| panic!("reading the cursor: {err}"))
     }
-}
-
-/// Tables of `pool`, one text line per row in primary-key order (as in e2e's SIGKILL test): identical content,
-/// identical lines.
-async fn dump(pool: &sqlx::PgPool) -> BTreeMap<&'static str, Vec<String>> {
-    let queries: [(&str, &'static str); 6] = [
-        ("chains", "SELECT name || ' ' || kind || ' ' || chain_id FROM chains ORDER BY name"),
-        (
-            "cursors",
-            "SELECT chain || ' ' || block_number || ' ' || encode(block_hash, 'hex') FROM cursors ORDER BY chain",
-        ),
-        ("blocks", "SELECT t::text FROM blocks t ORDER BY chain, number"),
-        ("transactions", "SELECT t::text FROM transactions t ORDER BY chain, block_number, tx_index"),
-        ("logs", "SELECT t::text FROM logs t ORDER BY chain, block_number, log_index"),
-        (
-            "transfers",
-            "SELECT t::text FROM transfers t ORDER BY chain, block_number, log_index, batch_index, standard",
-        ),
-    ];
-    let mut tables = BTreeMap::new();
-    for (table, sql) in queries {
-        tables.insert(table, text_rows(pool, sql).await);
-    }
-    tables
 }
 
 type Tables = BTreeMap<&'static str, Vec<String>>;

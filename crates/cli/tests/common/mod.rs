@@ -4,6 +4,7 @@
 // Every test binary that includes this module uses a different subset of it.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::path::PathBuf;
@@ -634,4 +635,27 @@ fn hex_to_decimal_converts_big_numbers() {
         topic_address(&format!("0x{}{}", "0".repeat(24), "AB".repeat(20))),
         format!("0x{}", "ab".repeat(20))
     );
+}
+
+/// Tables of `pool`, one text line per row in primary-key order; identical content gives identical lines.
+pub async fn dump(pool: &sqlx::PgPool) -> BTreeMap<&'static str, Vec<String>> {
+    let queries: [(&str, &'static str); 6] = [
+        ("chains", "SELECT name || ' ' || kind || ' ' || chain_id FROM chains ORDER BY name"),
+        (
+            "cursors",
+            "SELECT chain || ' ' || block_number || ' ' || encode(block_hash, 'hex') FROM cursors ORDER BY chain",
+        ),
+        ("blocks", "SELECT t::text FROM blocks t ORDER BY chain, number"),
+        ("transactions", "SELECT t::text FROM transactions t ORDER BY chain, block_number, tx_index"),
+        ("logs", "SELECT t::text FROM logs t ORDER BY chain, block_number, log_index"),
+        (
+            "transfers",
+            "SELECT t::text FROM transfers t ORDER BY chain, block_number, log_index, batch_index, standard",
+        ),
+    ];
+    let mut tables = BTreeMap::new();
+    for (table, sql) in queries {
+        tables.insert(table, text_rows(pool, sql).await);
+    }
+    tables
 }
