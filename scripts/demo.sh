@@ -3,7 +3,8 @@
 #
 #   scripts/demo.sh            # gateway on http://127.0.0.1:8080, anvil on 127.0.0.1:8545
 #
-# Environment: DATABASE_URL (default: database "chainmux" on the local server, created if missing),
+# Environment: DATABASE_URL (default: database "chainmux" on the local server, recreated on every start because
+# the demo chain is new every time),
 # ANVIL_PORT (8545), CHAINMUX_LISTEN (127.0.0.1:8080). Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +13,8 @@ user_database_url="${DATABASE_URL:-}"
 # shellcheck source=scripts/ensure-tools.sh
 source scripts/ensure-tools.sh
 if [[ -z "$user_database_url" ]]; then
-    if ! psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = 'chainmux'" | grep -q 1; then
-        psql "$DATABASE_URL" -qc "CREATE DATABASE chainmux"
-    fi
+    # The demo's anvil starts a new chain every time, so its index starts afresh too.
+    psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS chainmux WITH (FORCE)" -c "CREATE DATABASE chainmux"
     export DATABASE_URL="${DATABASE_URL%/*}/chainmux"
 fi
 

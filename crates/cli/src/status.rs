@@ -33,15 +33,26 @@ pub(crate) async fn print(base: &str) -> anyhow::Result<()> {
             cell(&chain["finalized"]),
             cell(&chain["lag"]),
         );
+        println!(
+            "  {:<16} {:<9} {:<7} {:>5} {:<9} {:>10} {:>5} {:>9} {:>9} {:>6}  REASON",
+            "UPSTREAM", "STATE", "PRIMARY", "SCORE", "BREAKER", "HEAD", "LAG", "P50", "P90", "ERR%"
+        );
         for upstream in chain["upstreams"].as_array().into_iter().flatten() {
-            let latency =
-                upstream["latency_ms"].as_f64().map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms"));
+            let number = |key: &str, format: fn(f64) -> String| {
+                upstream[key].as_f64().map_or_else(|| "-".to_owned(), format)
+            };
             println!(
-                "  {:<14} {:<9} head {:>10} latency {:>9} {}",
+                "  {:<16} {:<9} {:<7} {:>5} {:<9} {:>10} {:>5} {:>9} {:>9} {:>6}  {}",
                 cell(&upstream["name"]),
                 cell(&upstream["state"]),
+                if upstream["primary"].as_bool() == Some(true) { "yes" } else { "" },
+                number("score", |s| format!("{s:.2}")),
+                cell(&upstream["breaker"]),
                 cell(&upstream["head"]),
-                latency,
+                cell(&upstream["lag"]),
+                number("latency_p50_ms", |ms| format!("{ms:.1}ms")),
+                number("latency_p90_ms", |ms| format!("{ms:.1}ms")),
+                number("error_rate", |r| format!("{:.1}", r * 100.0)),
                 upstream["reason"].as_str().unwrap_or(""),
             );
         }
