@@ -185,7 +185,12 @@ impl Indexer {
             };
             fetch_cancel.cancel();
             drop(incoming);
-            let fetched = fetcher.await.unwrap_or(Ok(()));
+            let fetched = match fetcher.await {
+                Ok(result) => result,
+                // A panic in the fetcher is a bug: surface it instead of ending the loop as if asked to stop.
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(_) => Ok(()),
+            };
             match outcome {
                 Ok(Some(Fork::Reverted(ancestor))) => cursor = Some(ancestor),
                 Ok(Some(Fork::Stale)) => {}
