@@ -115,6 +115,9 @@ pub(crate) fn normalize_block(
                 to: recipient,
                 amount: value,
                 token_id: None,
+                from_owner: None,
+                to_owner: None,
+                decimals: None,
             });
         }
         if let Some(receipt) = receipt {
@@ -138,6 +141,8 @@ pub(crate) fn normalize_block(
             status,
             contract_address,
             input: tx.input().clone(),
+            fee: None,
+            error: None,
         });
     }
     if receipts.is_none() {
@@ -150,7 +155,16 @@ pub(crate) fn normalize_block(
         transfers.extend(decode_transfers(log));
     }
 
-    Ok(NormalizedBlock { ptr, parent, timestamp: header.timestamp, transactions, logs, transfers })
+    Ok(NormalizedBlock {
+        ptr,
+        parent,
+        timestamp: header.timestamp,
+        height: None,
+        transactions,
+        logs,
+        transfers,
+        instructions: Vec::new(),
+    })
 }
 
 /// Normalizes a block from its header and its logs as `eth_getLogs` returned them (logs mode): no transactions,
@@ -193,9 +207,11 @@ pub(crate) fn normalize_header_with_logs(
         ptr: BlockPtr::new(number, hash),
         parent: number.checked_sub(1).map(|n| BlockPtr::new(n, header.parent_hash)),
         timestamp: header.timestamp,
+        height: None,
         transactions: Vec::new(),
         logs,
         transfers,
+        instructions: Vec::new(),
     })
 }
 

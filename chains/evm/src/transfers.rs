@@ -32,6 +32,9 @@ pub fn decode_transfers(log: &Log) -> Vec<Transfer> {
         to: topic_address(to),
         amount,
         token_id,
+        from_owner: None,
+        to_owner: None,
+        decimals: None,
     };
     match (*signature, log.topics.as_slice()) {
         (TransferEvent::SIGNATURE_HASH, [_, from, to]) if log.data.len() == 32 => {

@@ -6,6 +6,7 @@ use chainmux_config::ChainConfig;
 use chainmux_core::{ChainKind, ChainSpec, Network};
 use chainmux_evm::{EvmNetwork, EvmOptions, FetchMode};
 use chainmux_rpc::{BreakerConfig, HedgeDelay, Pool, PoolConfig, RateLimit, UpstreamConfig, UpstreamPolicy};
+use chainmux_solana::{Commitment, ProgramFilter, SolanaNetwork, SolanaOptions};
 
 /// A configured chain, wired: its upstream pool (shared by indexer and gateway) and its adapter.
 pub(crate) struct Chain {
@@ -39,19 +40,36 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     match config.kind {
         ChainKind::Evm => {
-            let spec =
-                ChainSpec { name: config.name.clone(), kind: ChainKind::Evm, chain_id: config.chain_id };
+            let chain_id = config.chain_id.unwrap_or_default();
+            let spec = ChainSpec { name: config.name.clone(), kind: ChainKind::Evm, chain_id };
             let pool = Arc::new(EvmNetwork::pool(&spec, upstreams, pool_config));
             let options = EvmOptions {
                 fetch_concurrency: config.fetch_concurrency,
-                use_block_receipts: config.use_block_receipts,
+                use_block_receipts: config.use_block_receipts(),
             };
-            let fetch = match config.fetch {
+            let fetch = match config.fetch() {
                 chainmux_config::FetchMode::Full => FetchMode::Full,
                 chainmux_config::FetchMode::Logs => FetchMode::Logs,
             };
             let network = EvmNetwork::new(spec.clone(), Arc::clone(&pool), options).with_fetch_mode(fetch);
             let network = Arc::new(network);
+            Ok(Chain { spec, pool, network })
+        }
+        ChainKind::Solana => {
+            // Solana clusters are identified by their genesis hash, checked by the pool.
+            let spec = ChainSpec { name: config.name.clone(), kind: ChainKind::Solana, chain_id: 0 };
+            let commitment = match config.commitment() {
+                chainmux_config::Commitment::Confirmed => Commitment::Confirmed,
+                chainmux_config::Commitment::Finalized => Commitment::Finalized,
+            };
+            let genesis_hash = config.genesis_hash.map(|hash| hash.to_string());
+            let pool = Arc::new(SolanaNetwork::pool(&spec, genesis_hash, commitment, upstreams, pool_config));
+            let options = SolanaOptions {
+                commitment,
+                fetch_concurrency: config.fetch_concurrency,
+                programs: ProgramFilter::new(config.program_ids()),
+            };
+            let network = Arc::new(SolanaNetwork::new(spec.clone(), Arc::clone(&pool), options));
             Ok(Chain { spec, pool, network })
         }
     }

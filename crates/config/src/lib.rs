@@ -2,10 +2,11 @@
 //!
 //! A config is a TOML file describing the database, the gateway listener and the chains
 //! to index with their upstream RPC endpoints. [`load`] turns it into a validated
-//! [`Config`] in five steps: parse the TOML; apply `CHAINMUX_*` environment overrides;
-//! expand `${VAR}` references in strings; deserialize with key paths in type errors; and
-//! check every semantic rule, reporting all violations at once. Every error names the
-//! file and the key path, so an operator can fix a config from the message alone.
+//! [`Config`] in six steps: parse the TOML; apply `CHAINMUX_*` environment overrides;
+//! expand `${VAR}` references in strings; fill in the defaults that depend on a chain's
+//! `kind`; deserialize with key paths in type errors; and check every semantic rule,
+//! reporting all violations at once. Every error names the file and the key path, so an
+//! operator can fix a config from the message alone.
 //!
 //! Database and upstream URLs carry credentials (passwords, provider API keys). They are
 //! held in [`DatabaseUrl`] and [`UpstreamUrl`], whose `Debug`, `Display` and `Serialize`
@@ -16,7 +17,7 @@
 //!
 //! A variable `CHAINMUX_<PATH>` sets the key at `<PATH>`, whose segments are separated by
 //! `__` and matched case-insensitively, with `-` in a key matching `_` in the name.
-//! Elements of `chains` and `upstreams` are addressed by `name` or by index:
+//! Elements of `chains`, `upstreams` and `programs` are addressed by `name` or by index:
 //!
 //! ```text
 //! CHAINMUX_DATABASE__URL=postgres://...                    database.url
@@ -43,6 +44,13 @@
 //! [`UpstreamPolicy`]. Rules that relate two keys (e.g. `hedge_delay_min_ms <=
 //! hedge_delay_max_ms`) are checked on each upstream's effective values.
 //!
+//! # Chain families
+//!
+//! `kind = "evm"` chains need `chain_id` and may set `use_block_receipts` and `fetch`;
+//! `kind = "solana"` chains may set `genesis_hash`, `commitment` and `[[chains.programs]]`
+//! ([`ProgramConfig`]). A key of the other family is an error at that key. Solana chains
+//! default to `batch_size = 50` and `poll_interval_ms = 400`; block counts mean slots there.
+//!
 //! # Interpolation
 //!
 //! After overrides, `${NAME}` in any string value is replaced by the environment variable
@@ -66,8 +74,9 @@ pub use error::{ConfigError, Problem, Result};
 pub use overrides::RESERVED_ENV_VARS;
 pub use redact::{redact_database_url, redact_url};
 pub use schema::{
-    ChainConfig, ChainKind, Config, DatabaseConfig, DatabaseUrl, FetchMode, GatewayConfig, RpcConfig,
-    UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
+    Base58Id, Base58IdError, ChainConfig, ChainKind, Commitment, Config, DatabaseConfig, DatabaseUrl,
+    FetchMode, GatewayConfig, ProgramConfig, RpcConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides,
+    UpstreamUrl,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process
@@ -103,6 +112,8 @@ pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -
 
     interpolate::apply(&mut table, env)
         .map_err(|problems| ConfigError::Interpolation { file: file(), problems })?;
+
+    schema::fill_kind_defaults(&mut table);
 
     let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
         let key = match err.path().to_string() {

@@ -1,7 +1,13 @@
 //! The configuration types, their defaults and typed accessors.
+//!
+//! A few keys exist for one chain family only (`chain_id`, `use_block_receipts` and `fetch` on EVM; `genesis_hash`,
+//! `commitment` and `[[chains.programs]]` on Solana) and a few defaults differ per family. Serde cannot see `kind`
+//! while filling a field's default, so family-only keys are `Option`s (present or not, checked against `kind` by
+//! validation) and [`fill_kind_defaults`] writes the per-family defaults into the TOML before deserialization.
 
 use std::fmt;
 use std::net::{AddrParseError, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Visitor};
@@ -20,6 +26,11 @@ const DEFAULT_BATCH_SIZE: u64 = 100;
 const DEFAULT_FETCH_CONCURRENCY: usize = 8;
 const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
 const DEFAULT_USE_BLOCK_RECEIPTS: bool = true;
+/// Solana fetches one `getBlock` per slot, so a batch of slots costs as many calls as a batch of EVM blocks does
+/// with receipts; a smaller batch keeps each write (and the work lost to a failed batch) short.
+const DEFAULT_SOLANA_BATCH_SIZE: u64 = 50;
+/// About one slot time: a new confirmed slot every ~400 ms.
+const DEFAULT_SOLANA_POLL_INTERVAL_MS: u64 = 400;
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 const DEFAULT_BACKOFF_MIN_MS: u64 = 50;
@@ -145,40 +156,86 @@ pub enum FetchMode {
     Logs,
 }
 
+/// `chains[].commitment` (Solana only): the commitment level whose head the indexer follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Commitment {
+    /// Voted on by a supermajority of the cluster: about a second behind the tip, and rolled back only in
+    /// rare forks, which the indexer then handles like an EVM reorg.
+    #[default]
+    Confirmed,
+    /// Rooted: never rolled back, but some 30 slots (~13 s) behind `confirmed`.
+    Finalized,
+}
+
+impl Commitment {
+    /// The name used in configs and in Solana JSON-RPC `commitment` parameters, e.g. `"confirmed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Finalized => "finalized",
+        }
+    }
+}
+
+impl fmt::Display for Commitment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One `[[chains]]` entry.
+///
+/// Keys of one chain family are `Option`s so that validation can reject them on the other family; the
+/// accessors ([`Self::commitment`], [`Self::use_block_receipts`], [`Self::fetch`]) give their effective values.
+/// Counts of blocks (`start_block`, `batch_size`, `max_reorg_depth`, `finality_confirmations`,
+/// `rpc.max_lag_blocks`) are counts of slots on Solana, skipped slots included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     /// Unique chain name, `^[a-z0-9][a-z0-9_-]{0,63}$`. Required.
     pub name: String,
-    /// Chain family. Required; only `"evm"` exists.
+    /// Chain family: `"evm"` or `"solana"`. Required.
     pub kind: ChainKind,
-    /// Chain id the upstreams must report. Required.
-    pub chain_id: u64,
-    /// First block to index. Default 0.
+    /// EVM: the chain id every upstream must report (`eth_chainId`). Required on EVM chains; rejected on Solana
+    /// chains, which are identified by [`Self::genesis_hash`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// Solana: the cluster's genesis hash (base58). When set, every upstream's `getGenesisHash` must equal it at
+    /// start-up; when unset, the upstreams must agree with each other. Rejected on EVM chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_hash: Option<Base58Id>,
+    /// Solana: the commitment level the indexer follows. Default `"confirmed"` (filled in by [`load`](crate::load),
+    /// so `Some` on every loaded Solana chain); rejected on EVM chains. Read it with [`Self::commitment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<Commitment>,
+    /// First block (slot on Solana) to index. Default 0.
     #[serde(default = "default_start_block")]
     pub start_block: u64,
-    /// Blocks per indexer batch. Default 100, range 1..=10000.
+    /// Blocks (slots) per indexer batch. Default 100 on EVM, 50 on Solana; range 1..=10000.
     #[serde(default = "default_batch_size")]
     pub batch_size: u64,
     /// Concurrent block fetches. Default 8, range 1..=256.
     #[serde(default = "default_fetch_concurrency")]
     pub fetch_concurrency: usize,
-    /// Head polling interval in milliseconds. Default 1000, at least 10.
+    /// Head polling interval in milliseconds. Default 1000 on EVM, 400 (one slot) on Solana; at least 10.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Fetch receipts with `eth_getBlockReceipts` (else `eth_getLogs`). Default true.
-    #[serde(default = "default_use_block_receipts")]
-    pub use_block_receipts: bool,
-    /// What is fetched: `"full"` blocks with transactions and receipts, or `"logs"`: headers and
-    /// `eth_getLogs` over block ranges (no transactions, so no native transfers). Default `"full"`.
-    #[serde(default)]
-    pub fetch: FetchMode,
-    /// Deepest reorg rolled back automatically; a deeper one stops the chain's indexer. Default 128.
+    /// EVM: fetch receipts with `eth_getBlockReceipts` (else `eth_getLogs`). Default true (filled in by
+    /// [`load`](crate::load)); rejected on Solana chains. Read it with [`Self::use_block_receipts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_block_receipts: Option<bool>,
+    /// EVM: what is fetched: `"full"` blocks with transactions and receipts, or `"logs"`: headers and
+    /// `eth_getLogs` over block ranges (no transactions, so no native transfers). Default `"full"` (filled in by
+    /// [`load`](crate::load)); rejected on Solana chains. Read it with [`Self::fetch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchMode>,
+    /// Deepest reorg (in blocks, slots on Solana) rolled back automatically; a deeper one stops the chain's
+    /// indexer. Default 128.
     #[serde(default = "default_max_reorg_depth")]
     pub max_reorg_depth: u64,
-    /// Blocks this deep below the head count as finalized, whatever the upstreams' `finalized` tag says. Unset:
-    /// the tag where upstreams have it, else the chain's usual depth (64 for unknown chains).
+    /// Blocks (slots) this deep below the head count as finalized, whatever the upstreams' `finalized` tag (or
+    /// commitment) says. Unset: the tag where upstreams have it, else the chain's usual depth (64 for unknown chains).
     #[serde(default)]
     pub finality_confirmations: Option<u64>,
     /// `[chains.rpc]`: upstream client tuning, and the defaults of every upstream's
@@ -189,12 +246,36 @@ pub struct ChainConfig {
     // Defaulted so an absent list is reported by validation along with other problems.
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[chains.programs]]` (Solana): programs whose instructions and log messages are indexed. Optional;
+    /// rejected on EVM chains. Transfers are indexed whether or not their programs are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramConfig>,
 }
 
 impl ChainConfig {
     /// [`Self::poll_interval_ms`] as a duration.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The effective `commitment` of a Solana chain: the configured one, else `confirmed`. Meaningless on EVM.
+    pub fn commitment(&self) -> Commitment {
+        self.commitment.unwrap_or_default()
+    }
+
+    /// The effective `use_block_receipts` of an EVM chain: the configured value, else true. Meaningless on Solana.
+    pub fn use_block_receipts(&self) -> bool {
+        self.use_block_receipts.unwrap_or(DEFAULT_USE_BLOCK_RECEIPTS)
+    }
+
+    /// The effective `fetch` mode of an EVM chain: the configured one, else `full`. Meaningless on Solana.
+    pub fn fetch(&self) -> FetchMode {
+        self.fetch.unwrap_or_default()
+    }
+
+    /// The program ids of [`Self::programs`], in configured order.
+    pub fn program_ids(&self) -> Vec<[u8; 32]> {
+        self.programs.iter().map(|p| p.id.to_bytes()).collect()
     }
 
     /// The effective per-upstream policy: the upstream's overrides
@@ -223,6 +304,17 @@ impl ChainConfig {
             rate_limit_cooldown: ms(own.rate_limit_cooldown_ms.unwrap_or(chain.rate_limit_cooldown_ms)),
         }
     }
+}
+
+/// One `[[chains.programs]]` entry of a Solana chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramConfig {
+    /// Name unique within the chain, same rule as chain names, e.g. `"spl-token"`. Required. Used in logs and to
+    /// address the entry in environment overrides.
+    pub name: String,
+    /// The program id (base58 public key). Required; unique within the chain.
+    pub id: Base58Id,
 }
 
 /// Keys of [`RpcConfig`] that configure a chain's pool as a whole, so that
@@ -265,8 +357,8 @@ pub struct RpcConfig {
     /// Budget of one whole call across all retries and hedges, in milliseconds.
     /// Default 30000, at least `request_timeout_ms` (of every upstream).
     pub deadline_ms: u64,
-    /// An upstream whose head is more than this many blocks behind the best upstream head
-    /// is excluded ("lagging N blocks"). Default 10. Overridable per upstream.
+    /// An upstream whose head is more than this many blocks (slots on Solana) behind the best
+    /// upstream head is excluded ("lagging N blocks"). Default 10. Overridable per upstream.
     pub max_lag_blocks: u64,
     /// Hedge idempotent reads: send a copy to another upstream when the first is slow.
     /// Default true.
@@ -570,6 +662,132 @@ impl Serialize for UpstreamUrl {
     }
 }
 
+/// A 32-byte Solana identifier written in base58: a public key (program id) or a hash (genesis hash).
+///
+/// Parsed when the config is read, so a malformed value is a type error at its key. `Display` and `Serialize`
+/// give the base58 form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Base58Id([u8; 32]);
+
+impl Base58Id {
+    /// Wraps raw bytes.
+    pub const fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The raw 32 bytes, by value.
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl From<[u8; 32]> for Base58Id {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl From<Base58Id> for [u8; 32] {
+    fn from(id: Base58Id) -> Self {
+        id.0
+    }
+}
+
+/// Why a string is not a [`Base58Id`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Base58IdError {
+    /// Not base58 (bitcoin alphabet), e.g. it contains `0`, `O`, `I` or `l`.
+    #[error("invalid base58: {0}")]
+    Base58(String),
+    /// Valid base58 of the wrong length.
+    #[error("base58 decodes to {0} bytes, expected 32")]
+    Length(usize),
+}
+
+impl FromStr for Base58Id {
+    type Err = Base58IdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bytes = bs58::decode(text).into_vec().map_err(|err| Base58IdError::Base58(err.to_string()))?;
+        let len = bytes.len();
+        bytes.try_into().map(Self).map_err(|_| Base58IdError::Length(len))
+    }
+}
+
+impl fmt::Display for Base58Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bs58::encode(self.0).into_string())
+    }
+}
+
+impl fmt::Debug for Base58Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Base58Id").field(&self.to_string()).finish()
+    }
+}
+
+impl Serialize for Base58Id {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Base58Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Base58IdVisitor)
+    }
+}
+
+struct Base58IdVisitor;
+
+impl Visitor<'_> for Base58IdVisitor {
+    type Value = Base58Id;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a base58 string of 32 bytes")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Base58Id, E> {
+        text.parse().map_err(|err| E::custom(format!("{err} in {text:?}")))
+    }
+}
+
+/// Writes the defaults that depend on a chain's `kind` into each `[[chains]]` table that lacks the key: on
+/// Solana `batch_size`, `poll_interval_ms` and `commitment`, on EVM `use_block_receipts` and `fetch`. Runs on
+/// the TOML after overrides and interpolation, so an override or a `${VAR}` counts as set, and the resolved
+/// config (and [`Config::redacted`]) shows the effective values. Tables without a valid `kind` are left for
+/// deserialization to report.
+pub(crate) fn fill_kind_defaults(root: &mut toml::Table) {
+    let Some(toml::Value::Array(chains)) = root.get_mut("chains") else { return };
+    for chain in chains.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let kind = chain.get("kind").and_then(toml::Value::as_str);
+        let defaults: Vec<(&str, toml::Value)> = if kind == Some(ChainKind::Solana.as_str()) {
+            vec![
+                ("batch_size", int_value(DEFAULT_SOLANA_BATCH_SIZE)),
+                ("poll_interval_ms", int_value(DEFAULT_SOLANA_POLL_INTERVAL_MS)),
+                ("commitment", Commitment::default().as_str().into()),
+            ]
+        } else if kind == Some(ChainKind::Evm.as_str()) {
+            vec![("use_block_receipts", DEFAULT_USE_BLOCK_RECEIPTS.into()), ("fetch", "full".into())]
+        } else {
+            continue;
+        };
+        for (key, value) in defaults {
+            chain.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// A small constant as a TOML integer (TOML integers are `i64`).
+fn int_value(value: u64) -> toml::Value {
+    toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
 // serde's `default = "..."` needs functions, not constants.
 fn default_max_connections() -> u32 {
     DEFAULT_MAX_CONNECTIONS
@@ -588,10 +806,6 @@ fn default_poll_interval_ms() -> u64 {
 }
 fn default_max_reorg_depth() -> u64 {
     128
-}
-
-fn default_use_block_receipts() -> bool {
-    DEFAULT_USE_BLOCK_RECEIPTS
 }
 
 /// A float that may be written as a TOML integer (`hysteresis = 0`). The explicit
@@ -660,13 +874,15 @@ mod tests {
             chains: vec![ChainConfig {
                 name: "main".into(),
                 kind: ChainKind::Evm,
-                chain_id: 1,
+                chain_id: Some(1),
+                genesis_hash: None,
+                commitment: None,
                 start_block: 0,
                 batch_size: 100,
                 fetch_concurrency: 8,
                 poll_interval_ms: 1000,
-                use_block_receipts: true,
-                fetch: FetchMode::Full,
+                use_block_receipts: Some(true),
+                fetch: Some(FetchMode::Full),
                 max_reorg_depth: 128,
                 finality_confirmations: None,
                 rpc: RpcConfig::default(),
@@ -675,11 +891,59 @@ mod tests {
                     url: UpstreamUrl::new("https://x.example/SECRETKEY"),
                     rpc: UpstreamRpcOverrides::default(),
                 }],
+                programs: Vec::new(),
             }],
         };
         let text = format!("{config:?} {config:#?}");
         assert!(!text.contains("hunter2") && !text.contains("SECRETKEY"), "{text}");
         assert!(text.contains("db/chainmux") && text.contains("x.example"), "{text}");
+    }
+
+    #[test]
+    fn base58_ids_round_trip_and_reject_bad_input() {
+        let system: Base58Id = "11111111111111111111111111111111".parse().expect("system program id");
+        assert_eq!(system.to_bytes(), [0; 32]);
+        let mut bytes = [0u8; 32];
+        bytes[31] = 1;
+        // Leading zero bytes are leading `1`s; the last byte 1 is the digit `2`.
+        assert_eq!(Base58Id::new(bytes).to_string(), format!("{}2", "1".repeat(31)));
+        let genesis = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d";
+        let id: Base58Id = genesis.parse().expect("mainnet genesis hash");
+        assert_eq!(id.to_string(), genesis);
+        assert_eq!(format!("{id:?}"), format!("Base58Id(\"{genesis}\")"));
+        assert_eq!(Base58Id::from(id.to_bytes()), id);
+        assert_eq!("".parse::<Base58Id>(), Err(Base58IdError::Length(0)));
+        assert_eq!("1".repeat(33).parse::<Base58Id>(), Err(Base58IdError::Length(33)));
+        let err = "Il0O".parse::<Base58Id>().expect_err("not base58");
+        assert!(matches!(&err, Base58IdError::Base58(m) if m.contains("'I'")), "{err:?}");
+    }
+
+    #[test]
+    fn kind_defaults_fill_only_missing_keys_of_known_kinds() {
+        let mut table: toml::Table = r#"
+            [[chains]]
+            kind = "solana"
+            batch_size = 7
+            [[chains]]
+            kind = "evm"
+            fetch = "logs"
+            [[chains]]
+            kind = "cosmos"
+        "#
+        .parse()
+        .expect("TOML");
+        fill_kind_defaults(&mut table);
+        let chains = table["chains"].as_array().expect("array");
+        let solana = chains[0].as_table().expect("table");
+        assert_eq!(solana["batch_size"].as_integer(), Some(7));
+        assert_eq!(solana["poll_interval_ms"].as_integer(), Some(400));
+        assert_eq!(solana["commitment"].as_str(), Some("confirmed"));
+        assert_eq!(solana.len(), 4, "{solana:?}");
+        let evm = chains[1].as_table().expect("table");
+        assert_eq!(evm["fetch"].as_str(), Some("logs"));
+        assert_eq!(evm["use_block_receipts"].as_bool(), Some(true));
+        assert_eq!(evm.len(), 3, "{evm:?}");
+        assert_eq!(chains[2].as_table().expect("table").len(), 1);
     }
 
     #[test]
@@ -694,5 +958,7 @@ mod tests {
         assert_eq!(gateway.drain_delay(), Duration::from_secs(1));
         assert_eq!(gateway.listen_addr(), Ok(SocketAddr::from(([127, 0, 0, 1], 8080))));
         assert_eq!(ChainKind::Evm.to_string(), "evm");
+        assert_eq!(Commitment::default(), Commitment::Confirmed);
+        assert_eq!(Commitment::Finalized.to_string(), "finalized");
     }
 }

@@ -167,13 +167,15 @@ fn full_example_parses_with_values_and_defaults() {
 
     let local = config.chain("local").expect("local chain");
     assert_eq!(local.kind, ChainKind::Evm);
-    assert_eq!(local.chain_id, 31337);
+    assert_eq!(local.chain_id, Some(31337));
     assert_eq!(local.start_block, 12);
     assert_eq!(local.batch_size, 200);
     assert_eq!(local.fetch_concurrency, 4);
     assert_eq!(local.poll_interval(), Duration::from_millis(500));
-    assert!(!local.use_block_receipts);
-    assert_eq!(local.fetch, FetchMode::Logs);
+    assert_eq!(local.use_block_receipts, Some(false));
+    assert!(!local.use_block_receipts());
+    assert_eq!(local.fetch, Some(FetchMode::Logs));
+    assert_eq!(local.fetch(), FetchMode::Logs);
     assert_eq!(
         local.rpc,
         RpcConfig {
@@ -258,13 +260,17 @@ fn full_example_parses_with_values_and_defaults() {
 
     // Every optional chain key takes its documented default.
     let minimal = config.chain("minimal").expect("minimal chain");
-    assert_eq!(minimal.chain_id, 1);
+    assert_eq!(minimal.chain_id, Some(1));
     assert_eq!(minimal.start_block, 0);
     assert_eq!(minimal.batch_size, 100);
     assert_eq!(minimal.fetch_concurrency, 8);
     assert_eq!(minimal.poll_interval_ms, 1000);
-    assert!(minimal.use_block_receipts);
-    assert_eq!(minimal.fetch, FetchMode::Full);
+    // The EVM-only keys are filled in, so the resolved config shows them.
+    assert_eq!(minimal.use_block_receipts, Some(true));
+    assert_eq!(minimal.fetch, Some(FetchMode::Full));
+    // No Solana key appears on an EVM chain.
+    assert_eq!((minimal.genesis_hash, minimal.commitment), (None, None));
+    assert!(minimal.programs.is_empty());
     assert_eq!(minimal.rpc.request_timeout_ms, 10_000);
     assert_eq!(minimal.rpc.max_attempts, 4);
     assert_eq!(minimal.rpc.backoff_min_ms, 50);
@@ -795,7 +801,7 @@ fn wrong_types_are_named_by_path() {
             "chains[0].use_block_receipts",
             "expected a boolean",
         ),
-        (MINIMAL.replace("\"evm\"", "\"solana\""), "chains[0].kind", "unknown variant `solana`"),
+        (MINIMAL.replace("\"evm\"", "\"cosmos\""), "chains[0].kind", "unknown variant `cosmos`"),
         (minimal_with_chain_keys("fetch = \"receipts\""), "chains[0].fetch", "unknown variant `receipts`"),
         (MINIMAL.replace("[[chains]]", "[chains]"), "chains", "expected a sequence"),
         (
@@ -833,8 +839,15 @@ fn wrong_types_are_named_by_path() {
 fn missing_required_keys_are_named() {
     let err = load_err("[gateway]\nlisten = \"127.0.0.1:1\"\n", &BTreeMap::new());
     assert_eq!(err.to_string(), "config/local.toml: missing field `database`");
-    let err = load_err(&MINIMAL.replace("chain_id = 31337", ""), &BTreeMap::new());
-    assert_eq!(err.to_string(), "config/local.toml: chains[0]: missing field `chain_id`");
+    let err = load_err(&MINIMAL.replace("kind = \"evm\"", ""), &BTreeMap::new());
+    assert_eq!(err.to_string(), "config/local.toml: chains[0]: missing field `kind`");
+    // chain_id is required on EVM chains only, so validation reports it, along with any other problem.
+    let err = load_err(&MINIMAL.replace("chain_id = 31337", "batch_size = 0"), &BTreeMap::new());
+    assert_eq!(
+        err.to_string(),
+        "config/local.toml: chains[0].chain_id: required on evm chains\n\
+         config/local.toml: chains[0].batch_size: must be between 1 and 10000, got 0"
+    );
 }
 
 #[test]
@@ -942,8 +955,8 @@ fn env_overrides_address_chains_and_upstreams() {
     assert_eq!(local.upstreams[0].url.expose_secret(), "http://10.0.0.1:8545");
     // Overrides are applied before interpolation, so they may use ${VAR} too.
     assert_eq!(local.upstreams[1].url.expose_secret(), "https://other.example/K");
-    assert!(!config.chains[1].use_block_receipts);
-    assert_eq!(config.chains[1].fetch, FetchMode::Logs);
+    assert_eq!(config.chains[1].use_block_receipts, Some(false));
+    assert_eq!(config.chains[1].fetch, Some(FetchMode::Logs));
     assert_eq!(config.chains[1].rpc.max_attempts, 9);
 }
 
@@ -1022,7 +1035,7 @@ fn type_errors_from_overrides_name_the_variable() {
         "{err:?}"
     );
     // An error about the enclosing table is not blamed on an override inside it.
-    let text = MINIMAL.replace("chain_id = 31337", "");
+    let text = MINIMAL.replace("kind = \"evm\"", "");
     let err = load_err(&text, &env(&[("CHAINMUX_CHAINS__0__START_BLOCK", "1")]));
     assert!(matches!(&err, ConfigError::Type { key, set_by: None, .. } if key == "chains[0]"), "{err:?}");
 }
@@ -1104,3 +1117,305 @@ fn prefix_paths() {
     assert!(!is_prefix_path("gateway.port", ""));
     assert!(!is_prefix_path("", "gateway"));
 }
+
+// ---- Solana chains ----
+
+/// A Solana chain with every Solana key set, next to an EVM chain with its defaults.
+const SOLANA: &str = r#"
+[database]
+url = "postgres://app:pw@localhost/chainmux"
+
+[[chains]]
+name = "solana-local"
+kind = "solana"
+genesis_hash = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
+commitment = "finalized"
+start_block = 1000
+batch_size = 20
+fetch_concurrency = 4
+poll_interval_ms = 200
+max_reorg_depth = 64
+finality_confirmations = 32
+
+[chains.rpc]
+max_lag_blocks = 150
+
+[[chains.upstreams]]
+name = "node"
+url = "http://127.0.0.1:8899"
+
+[[chains.programs]]
+name = "spl-token"
+id = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+
+[[chains.programs]]
+name = "token-2022"
+id = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
+"#;
+
+/// A Solana chain with only the required keys.
+const SOLANA_MINIMAL: &str = r#"
+[database]
+url = "postgres://app:pw@localhost/chainmux"
+
+[[chains]]
+name = "sol"
+kind = "solana"
+
+[[chains.upstreams]]
+name = "node"
+url = "http://127.0.0.1:8899"
+"#;
+
+/// The SPL Token program id's bytes, as the Solana SDK declares them.
+const SPL_TOKEN_BYTES: [u8; 32] = [
+    0x06, 0xdd, 0xf6, 0xe1, 0xd7, 0x65, 0xa1, 0x93, 0xd9, 0xcb, 0xe1, 0x46, 0xce, 0xeb, 0x79, 0xac, 0x1c,
+    0xb4, 0x85, 0xed, 0x5f, 0x5b, 0x37, 0x91, 0x3a, 0x8c, 0xf5, 0x85, 0x7e, 0xff, 0x00, 0xa9,
+];
+
+/// `SOLANA_MINIMAL` with `extra` appended to the `[[chains]]` entry's scalar keys.
+fn solana_with_chain_keys(extra: &str) -> String {
+    SOLANA_MINIMAL.replace("kind = \"solana\"\n", &format!("kind = \"solana\"\n{extra}\n"))
+}
+
+#[test]
+fn solana_chain_parses_with_all_keys() {
+    let config = load_ok(SOLANA, &BTreeMap::new());
+    let chain = config.chain("solana-local").expect("solana chain");
+    assert_eq!(chain.kind, ChainKind::Solana);
+    assert_eq!(chain.chain_id, None);
+    let genesis = chain.genesis_hash.expect("genesis hash");
+    assert_eq!(genesis.to_string(), "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d");
+    assert_eq!(&genesis.as_bytes()[..4], &[0x45, 0x29, 0x69, 0x98]);
+    assert_eq!(chain.commitment, Some(Commitment::Finalized));
+    assert_eq!(chain.commitment(), Commitment::Finalized);
+    assert_eq!(chain.start_block, 1000);
+    assert_eq!(chain.batch_size, 20);
+    assert_eq!(chain.fetch_concurrency, 4);
+    assert_eq!(chain.poll_interval(), Duration::from_millis(200));
+    assert_eq!(chain.max_reorg_depth, 64);
+    assert_eq!(chain.finality_confirmations, Some(32));
+    assert_eq!(chain.rpc.max_lag_blocks, 150);
+    // The EVM-only keys are not filled in on a Solana chain.
+    assert_eq!((chain.use_block_receipts, chain.fetch), (None, None));
+
+    let names: Vec<&str> = chain.programs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["spl-token", "token-2022"]);
+    assert_eq!(chain.programs[0].id.to_bytes(), SPL_TOKEN_BYTES);
+    // Token-2022 shares the first four bytes of its id with SPL Token, and nothing after.
+    assert_eq!(chain.programs[1].id.as_bytes()[..4], SPL_TOKEN_BYTES[..4]);
+    assert_ne!(chain.programs[1].id.as_bytes()[4..], SPL_TOKEN_BYTES[4..]);
+    assert_eq!(chain.program_ids(), vec![SPL_TOKEN_BYTES, chain.programs[1].id.to_bytes()]);
+    assert_eq!(chain.programs[1].id.to_string(), "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb");
+}
+
+#[test]
+fn solana_defaults_differ_from_evm_defaults() {
+    // One file with both families: each gets its own defaults.
+    let text = format!("{SOLANA_MINIMAL}\n{}", &MINIMAL[MINIMAL.find("[[chains]]").expect("chains")..]);
+    let config = load_ok(&text, &BTreeMap::new());
+    let sol = config.chain("sol").expect("sol");
+    assert_eq!(sol.batch_size, 50);
+    assert_eq!(sol.poll_interval_ms, 400);
+    assert_eq!(sol.commitment, Some(Commitment::Confirmed));
+    assert_eq!((sol.chain_id, sol.genesis_hash), (None, None));
+    assert!(sol.programs.is_empty());
+    assert_eq!((sol.use_block_receipts, sol.fetch), (None, None));
+    // The defaults that do not depend on the family.
+    assert_eq!((sol.start_block, sol.fetch_concurrency, sol.max_reorg_depth), (0, 8, 128));
+    assert_eq!(sol.rpc, RpcConfig::default());
+
+    let evm = config.chain("local").expect("local");
+    assert_eq!((evm.batch_size, evm.poll_interval_ms), (100, 1000));
+    assert_eq!((evm.use_block_receipts, evm.fetch), (Some(true), Some(FetchMode::Full)));
+    assert_eq!(evm.commitment, None);
+
+    // A hand-built chain without the filled-in keys still has effective values.
+    let mut bare = sol.clone();
+    bare.commitment = None;
+    assert_eq!(bare.commitment(), Commitment::Confirmed);
+    let mut bare = evm.clone();
+    (bare.use_block_receipts, bare.fetch) = (None, None);
+    assert!(bare.use_block_receipts());
+    assert_eq!(bare.fetch(), FetchMode::Full);
+}
+
+#[test]
+fn solana_rule_violations_are_reported_at_their_keys() {
+    let evm_with = |extra: &str| minimal_with_chain_keys(extra);
+    let program = |name: &str, id: &str| format!("\n[[chains.programs]]\nname = \"{name}\"\nid = \"{id}\"\n");
+    let token = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+    let system = "11111111111111111111111111111111";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            solana_with_chain_keys("chain_id = 101"),
+            "chains[0].chain_id",
+            "not used on solana chains: Solana chains are identified by genesis_hash",
+        ),
+        (
+            solana_with_chain_keys("use_block_receipts = false"),
+            "chains[0].use_block_receipts",
+            "only evm chains",
+        ),
+        (solana_with_chain_keys("fetch = \"logs\""), "chains[0].fetch", "only evm chains have this key"),
+        (evm_with(&format!("genesis_hash = \"{system}\"")), "chains[0].genesis_hash", "only solana chains"),
+        (evm_with("commitment = \"confirmed\""), "chains[0].commitment", "only solana chains have this key"),
+        (format!("{MINIMAL}{}", program("spl-token", token)), "chains[0].programs", "only solana chains"),
+        (MINIMAL.replace("chain_id = 31337\n", ""), "chains[0].chain_id", "required on evm chains"),
+        (
+            format!("{SOLANA_MINIMAL}{}{}", program("token", token), program("token", system)),
+            "chains[0].programs[1].name",
+            "duplicate program name \"token\" (already used by chains[0].programs[0].name)",
+        ),
+        (
+            format!("{SOLANA_MINIMAL}{}", program("Token", token)),
+            "chains[0].programs[0].name",
+            "invalid program name \"Token\"",
+        ),
+        (
+            format!("{SOLANA_MINIMAL}{}{}", program("a", token), program("b", token)),
+            "chains[0].programs[1].id",
+            "duplicate program id TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA (already listed at chains[0].programs[0])",
+        ),
+    ];
+    for (text, key, message) in &cases {
+        let err = load_err(text, &BTreeMap::new());
+        assert_problem(&err, key, message);
+        assert_eq!(problems(&err).len(), 1, "{key}: {err}");
+    }
+
+    // All at once, in document order.
+    let text = format!(
+        "{}{}",
+        solana_with_chain_keys("chain_id = 1\nbatch_size = 0\nuse_block_receipts = true\nfetch = \"full\""),
+        program("x", token)
+    ) + &program("x", token);
+    let err = load_err(&text, &BTreeMap::new());
+    let keys: Vec<&str> = problems(&err).iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "chains[0].chain_id",
+            "chains[0].use_block_receipts",
+            "chains[0].fetch",
+            "chains[0].batch_size",
+            "chains[0].programs[1].name",
+            "chains[0].programs[1].id",
+        ]
+    );
+}
+
+#[test]
+fn malformed_solana_values_are_type_errors_at_their_keys() {
+    let program = |id: &str| format!("{SOLANA_MINIMAL}\n[[chains.programs]]\nname = \"p\"\nid = {id}\n");
+    let cases = [
+        (
+            // `0` is not in the base58 alphabet.
+            solana_with_chain_keys("genesis_hash = \"0eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d\""),
+            "chains[0].genesis_hash",
+            "invalid base58: provided string contained invalid character '0' at byte 0",
+        ),
+        (
+            solana_with_chain_keys("genesis_hash = \"1111111111111111111111111111111\""),
+            "chains[0].genesis_hash",
+            "base58 decodes to 31 bytes, expected 32",
+        ),
+        (
+            solana_with_chain_keys("genesis_hash = 5"),
+            "chains[0].genesis_hash",
+            "expected a base58 string of 32 bytes",
+        ),
+        (
+            program("\"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DAA\""),
+            "chains[0].programs[0].id",
+            "base58 decodes to 33 bytes, expected 32 in \"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DAA\"",
+        ),
+        (program("\"\""), "chains[0].programs[0].id", "base58 decodes to 0 bytes, expected 32"),
+        (
+            solana_with_chain_keys("commitment = \"processed\""),
+            "chains[0].commitment",
+            "unknown variant `processed`",
+        ),
+        (
+            format!("{SOLANA_MINIMAL}\n[[chains.programs]]\nname = \"p\"\n"),
+            "chains[0].programs[0]",
+            "missing field `id`",
+        ),
+        (
+            format!(
+                "{SOLANA_MINIMAL}\n[[chains.programs]]\nname = \"p\"\nid = \"{}\"\nlogs = true\n",
+                "1".repeat(32)
+            ),
+            "chains[0].programs[0].logs",
+            "unknown field `logs`",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let err = load_err(&text, &BTreeMap::new());
+        assert!(matches!(&err, ConfigError::Type { key: k, .. } if k == key), "{key}: {err:?}");
+        let rendered = err.to_string();
+        assert!(rendered.starts_with(&format!("{FILE}: {key}: ")), "{rendered}");
+        assert!(rendered.contains(message), "{rendered}");
+    }
+}
+
+#[test]
+fn env_overrides_reach_solana_keys() {
+    let token = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+    let text =
+        format!("{SOLANA_MINIMAL}\n[[chains.programs]]\nname = \"spl-token\"\nid = \"{}\"\n", "1".repeat(32));
+    let config = load_ok(
+        &text,
+        &env(&[
+            ("CHAINMUX_CHAINS__0__COMMITMENT", "finalized"),
+            ("CHAINMUX_CHAINS__SOL__GENESIS_HASH", "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"),
+            ("CHAINMUX_CHAINS__SOL__PROGRAMS__SPL_TOKEN__ID", token),
+            // An override beats the Solana default.
+            ("CHAINMUX_CHAINS__SOL__BATCH_SIZE", "10"),
+        ]),
+    );
+    let chain = &config.chains[0];
+    assert_eq!(chain.commitment(), Commitment::Finalized);
+    assert_eq!(
+        chain.genesis_hash.map(|g| g.to_string()).as_deref(),
+        Some("5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d")
+    );
+    assert_eq!(chain.programs[0].id.to_bytes(), SPL_TOKEN_BYTES);
+    assert_eq!((chain.batch_size, chain.poll_interval_ms), (10, 400));
+
+    // A bad value is blamed on the variable, and a key of the other family named at its key.
+    let var = "CHAINMUX_CHAINS__0__COMMITMENT";
+    let err = load_err(SOLANA_MINIMAL, &env(&[(var, "processed")]));
+    assert!(
+        matches!(&err, ConfigError::Type { key, set_by: Some(v), .. } if key == "chains[0].commitment" && v == var),
+        "{err:?}"
+    );
+    let err = load_err(MINIMAL, &env(&[("CHAINMUX_CHAINS__LOCAL__COMMITMENT", "finalized")]));
+    assert_problem(&err, "chains[0].commitment", "only solana chains have this key");
+    // `programs` is addressed like `upstreams`: a chain without any has no element to set.
+    let err = load_err(SOLANA_MINIMAL, &env(&[("CHAINMUX_CHAINS__SOL__PROGRAMS__X__ID", token)]));
+    assert!(err.to_string().contains("chains[0].programs has no elements"), "{err}");
+}
+
+#[test]
+fn redacted_solana_chain_shows_resolved_keys_and_reparses() {
+    let config = load_ok(
+        &SOLANA.replace("commitment = \"finalized\"\n", "").replace("batch_size = 20\n", ""),
+        &BTreeMap::new(),
+    );
+    let text = config.redacted();
+    assert!(text.contains("kind = \"solana\""), "{text}");
+    assert!(text.contains("genesis_hash = \"5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d\""), "{text}");
+    assert!(text.contains("commitment = \"confirmed\"") && text.contains("batch_size = 50"), "{text}");
+    assert!(text.contains("[[chains.programs]]") && text.contains(SPL_TOKEN_ID_TEXT), "{text}");
+    for absent in ["chain_id", "use_block_receipts", "fetch ="] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
+    let reparsed = load_ok(&text, &BTreeMap::new());
+    let (a, b) = (&config.chains[0], &reparsed.chains[0]);
+    assert_eq!((a.genesis_hash, a.commitment, a.batch_size), (b.genesis_hash, b.commitment, b.batch_size));
+    assert_eq!(a.programs, b.programs);
+    assert_eq!(reparsed.redacted(), text);
+}
+
+const SPL_TOKEN_ID_TEXT: &str = "id = \"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA\"";

@@ -1,4 +1,5 @@
-//! Semantic checks that serde cannot express: ranges, name rules, uniqueness, URLs.
+//! Semantic checks that serde cannot express: ranges, name rules, uniqueness, URLs, and which
+//! keys a chain's `kind` allows.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -7,7 +8,8 @@ use std::net::SocketAddr;
 use url::Url;
 
 use crate::{
-    ChainConfig, Config, ConfigError, Problem, Result, RpcConfig, UpstreamConfig, UpstreamRpcOverrides,
+    ChainConfig, ChainKind, Config, ConfigError, Problem, ProgramConfig, Result, RpcConfig, UpstreamConfig,
+    UpstreamRpcOverrides,
 };
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
 }
 
 fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
+    check_kind_keys(chain, key, p);
     p.range(&format!("{key}.batch_size"), chain.batch_size, 1, 10_000);
     p.range(&format!("{key}.fetch_concurrency"), chain.fetch_concurrency, 1, 256);
     p.at_least(&format!("{key}.poll_interval_ms"), chain.poll_interval_ms, 10);
@@ -82,6 +85,64 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
         p.name(&format!("{key}.name"), &upstream.name, "upstream", &mut seen);
         check_upstream_url(upstream, &format!("{key}.url"), p);
         check_upstream_rpc(&chain.rpc, &upstream.rpc, &format!("{key}.rpc"), &rpc_key, p);
+    }
+    check_programs(&chain.programs, &format!("{key}.programs"), p);
+}
+
+/// The keys of one chain family: required where needed, and rejected on the other family, where they
+/// would be silently ignored.
+fn check_kind_keys(chain: &ChainConfig, key: &str, p: &mut Problems) {
+    let k = |name: &str| format!("{key}.{name}");
+    match chain.kind {
+        ChainKind::Evm => {
+            if chain.chain_id.is_none() {
+                p.add(k("chain_id"), "required on evm chains");
+            }
+            let solana_only = [
+                ("genesis_hash", chain.genesis_hash.is_some()),
+                ("commitment", chain.commitment.is_some()),
+                ("programs", !chain.programs.is_empty()),
+            ];
+            for (name, set) in solana_only {
+                if set {
+                    p.add(k(name), "only solana chains have this key; remove it or set kind = \"solana\"");
+                }
+            }
+        }
+        ChainKind::Solana => {
+            if chain.chain_id.is_some() {
+                p.add(
+                    k("chain_id"),
+                    "not used on solana chains: Solana chains are identified by genesis_hash; remove it",
+                );
+            }
+            for (name, set) in
+                [("use_block_receipts", chain.use_block_receipts.is_some()), ("fetch", chain.fetch.is_some())]
+            {
+                if set {
+                    p.add(k(name), "only evm chains have this key; remove it or set kind = \"evm\"");
+                }
+            }
+        }
+    }
+}
+
+/// `[[chains.programs]]`: names by the usual rule, and each program listed once.
+fn check_programs(programs: &[ProgramConfig], key: &str, p: &mut Problems) {
+    let mut names = BTreeMap::new();
+    let mut ids = BTreeMap::new();
+    for (i, program) in programs.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        p.name(&format!("{key}.name"), &program.name, "program", &mut names);
+        match ids.get(&program.id) {
+            Some(first) => p.add(
+                format!("{key}.id"),
+                format!("duplicate program id {} (already listed at {first})", program.id),
+            ),
+            None => {
+                ids.insert(program.id, key);
+            }
+        }
     }
 }
 

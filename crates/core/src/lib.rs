@@ -8,8 +8,8 @@ mod model;
 mod network;
 
 pub use model::{
-    BlockPtr, ChainEvent, ChainKind, ChainSpec, Finality, Heads, Log, NormalizedBlock, Transaction, Transfer,
-    TransferStandard, default_confirmations,
+    BlockPtr, ChainEvent, ChainKind, ChainSpec, Finality, Heads, Instruction, Log, NormalizedBlock,
+    Transaction, Transfer, TransferStandard, default_confirmations,
 };
 pub use network::{Network, NetworkError};
 

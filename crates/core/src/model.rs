@@ -3,11 +3,12 @@
 use alloy::primitives::{B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-/// Which adapter a chain uses. Determines how ids are rendered (hex on EVM).
+/// Which adapter a chain uses. Determines how ids are rendered (`0x` hex on EVM, base58 on Solana).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChainKind {
     Evm,
+    Solana,
 }
 
 impl ChainKind {
@@ -15,6 +16,7 @@ impl ChainKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Evm => "evm",
+            Self::Solana => "solana",
         }
     }
 }
@@ -31,7 +33,8 @@ pub struct ChainSpec {
     /// Operator-chosen name: the URL segment and the `chain` column of every row.
     pub name: String,
     pub kind: ChainKind,
-    /// Network id checked against every upstream at start-up (EIP-155 chain id on EVM).
+    /// Network id checked against every upstream at start-up (EIP-155 chain id on EVM). Solana chains are
+    /// identified by their genesis hash instead and have 0 here.
     pub chain_id: u64,
 }
 
@@ -109,16 +112,24 @@ impl Finality {
 }
 
 /// One block, normalized: everything the store writes for it.
+///
+/// On Solana `ptr.number` is the slot and `parent` the parent slot, which is not always `slot - 1`: skipped slots
+/// have no block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedBlock {
     pub ptr: BlockPtr,
     /// `None` only for a chain's first block.
     pub parent: Option<BlockPtr>,
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch (0 where the chain did not record it).
     pub timestamp: u64,
+    /// Count of blocks below this one, where it differs from `ptr.number` (Solana's block height, which does
+    /// not count skipped slots). `None` on EVM.
+    pub height: Option<u64>,
     pub transactions: Vec<Transaction>,
     pub logs: Vec<Log>,
     pub transfers: Vec<Transfer>,
+    /// Instructions of the programs the chain's config lists (Solana); empty elsewhere.
+    pub instructions: Vec<Instruction>,
 }
 
 impl NormalizedBlock {
@@ -139,6 +150,9 @@ pub enum ChainEvent {
 }
 
 /// A transaction as included in a block, with its outcome where the upstream reported one.
+///
+/// Solana transactions use the same shape: `hash` is the first signature (64 bytes), `from` the fee payer, `to`
+/// `None`, `gas_used` the compute units consumed, `fee` the lamports paid; the EVM-only fields are zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     pub hash: Bytes,
@@ -159,6 +173,33 @@ pub struct Transaction {
     /// Address of the contract a creation deployed.
     pub contract_address: Option<Bytes>,
     pub input: Bytes,
+    /// Fee paid in the native currency's smallest unit, where the chain reports it as one number (Solana).
+    pub fee: Option<u128>,
+    /// Why the transaction failed, as the chain reports it (Solana's `err`, as JSON); `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+/// One executed instruction of a Solana program listed in the chain's config, top-level or invoked (CPI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// The transaction's first signature.
+    pub tx_hash: Bytes,
+    pub tx_index: u32,
+    /// Position in the transaction's execution order, top-level and inner instructions counted together; unique
+    /// within the transaction.
+    pub position: u32,
+    /// The top-level instruction this one is, or runs under.
+    pub outer_index: u32,
+    /// Position among the inner instructions of `outer_index`; `None` for a top-level instruction.
+    pub inner_index: Option<u32>,
+    /// Invocation depth: 1 for top-level, 2 and more for cross-program invocations.
+    pub stack_height: u32,
+    pub program: Bytes,
+    /// The instruction's accounts, resolved to addresses (address lookup tables included).
+    pub accounts: Vec<Bytes>,
+    pub data: Bytes,
+    /// Log messages emitted while this instruction itself ran (not those of the instructions it invoked).
+    pub logs: Vec<String>,
 }
 
 /// An event log emitted by a successful transaction.
@@ -181,10 +222,14 @@ pub enum TransferStandard {
     Erc20,
     Erc721,
     Erc1155,
+    /// Lamports moved by the System program (Solana).
+    Sol,
+    /// SPL Token or Token-2022 (Solana).
+    Spl,
 }
 
 impl TransferStandard {
-    pub const ALL: [Self; 4] = [Self::Native, Self::Erc20, Self::Erc721, Self::Erc1155];
+    pub const ALL: [Self; 6] = [Self::Native, Self::Erc20, Self::Erc721, Self::Erc1155, Self::Sol, Self::Spl];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,6 +237,8 @@ impl TransferStandard {
             Self::Erc20 => "erc20",
             Self::Erc721 => "erc721",
             Self::Erc1155 => "erc1155",
+            Self::Sol => "sol",
+            Self::Spl => "spl",
         }
     }
 
@@ -204,6 +251,9 @@ impl TransferStandard {
 ///
 /// `(block, standard, log_index, batch_index)` is unique: `log_index` is the log's index in the block, or for a native
 /// transfer the transaction's index; `batch_index` is the element of an ERC-1155 batch and 0 otherwise.
+/// On Solana `log_index` is the transaction's index in the block and `batch_index` the instruction's
+/// [`Instruction::position`] in it; `from`/`to` are token accounts for SPL, with their wallets in
+/// `from_owner`/`to_owner`. Mints come from the all-zero address and burns go to it, as on EVM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     pub tx_hash: Bytes,
@@ -218,6 +268,12 @@ pub struct Transfer {
     pub amount: U256,
     /// ERC-721 / ERC-1155 token id.
     pub token_id: Option<U256>,
+    /// Wallet owning the `from` token account (SPL); `None` where `from` is the wallet itself.
+    pub from_owner: Option<Bytes>,
+    /// Wallet owning the `to` token account (SPL); `None` where `to` is the wallet itself.
+    pub to_owner: Option<Bytes>,
+    /// The token's decimals, where the chain reports them with the transfer (SPL).
+    pub decimals: Option<u8>,
 }
 
 #[cfg(test)]

@@ -22,6 +22,13 @@ pub trait Network: Send + Sync + 'static {
     /// skipped slot on chains that have them); an unreachable upstream is an `Err`, never `None`.
     async fn block_ptr(&self, height: u64) -> Result<Option<BlockPtr>, NetworkError>;
 
+    /// Whether the chain leaves heights without a block (Solana's skipped slots). On such a chain
+    /// [`block_ptr`](Self::block_ptr) answering `None` below the head is proof the height is empty on the canonical
+    /// fork, and a stored block there lost a fork.
+    fn skips_heights(&self) -> bool {
+        false
+    }
+
     /// The blocks of `range`, ascending, all on one fork: every block's parent is the previous element (except
     /// the first, whose parent is whatever precedes the range). Heights the chain skips are absent, never faked.
     /// A block that does not exist yet is an error, so a returned batch is always complete.

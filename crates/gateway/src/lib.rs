@@ -1,6 +1,9 @@
 //! The HTTP face of chainmux (axum): REST queries over the indexed data, a JSON-RPC proxy onto the chains' upstream
 //! pools, health and readiness probes, Prometheus metrics.
 //!
+//! Every REST route serves every chain family in that family's own spelling (`0x` hex on EVM, base58 on Solana);
+//! `/logs` exists on EVM chains and `/instructions` on Solana chains only.
+//!
 //! Routers are built by [`router`] from an [`AppState`]; the binary serves it, tests drive it with `oneshot`.
 
 mod error;
@@ -133,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chains/{chain}/transactions/{hash}", get(routes::transaction))
         .route("/v1/chains/{chain}/transfers", get(routes::transfers))
         .route("/v1/chains/{chain}/logs", get(routes::logs))
+        .route("/v1/chains/{chain}/instructions", get(routes::instructions))
         .route("/rpc/{chain}", post(routes::rpc))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

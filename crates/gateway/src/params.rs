@@ -1,6 +1,8 @@
-//! Strict parsing of path and query parameters: every rejection names the offending field.
+//! Strict parsing of path and query parameters: every rejection names the offending field. Ids are spelled as the
+//! chain spells them: `0x` hex on EVM, base58 on Solana.
 
-use chainmux_store::{LogKey, TransferKey};
+use chainmux_core::ChainKind;
+use chainmux_store::{InstructionKey, LogKey, TransferKey};
 
 use crate::AppError;
 
@@ -39,6 +41,16 @@ impl QueryParams {
         self.get(name).map(|v| hex_bytes(name, v, len)).transpose()
     }
 
+    /// An id in the chain's spelling.
+    pub(crate) fn id(
+        &self,
+        name: &'static str,
+        kind: ChainKind,
+        id: Id,
+    ) -> Result<Option<Vec<u8>>, AppError> {
+        self.get(name).map(|v| id_bytes(kind, id, name, v)).transpose()
+    }
+
     pub(crate) fn limit(&self, default: u32, max: u32) -> Result<u32, AppError> {
         let Some(text) = self.get("limit") else { return Ok(default) };
         match text.parse::<u32>() {
@@ -66,6 +78,59 @@ pub(crate) fn block_number(field: &str, text: &str) -> Result<i64, AppError> {
         None => text.parse::<i64>().ok(),
     };
     parsed.filter(|n| *n >= 0).ok_or_else(|| AppError::bad(field, "must be a non-negative block number"))
+}
+
+/// What an id names; it fixes the id's length on each chain family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Id {
+    /// An account, contract, token (mint) or program.
+    Address,
+    BlockHash,
+    /// A transaction hash; on Solana the transaction's first signature.
+    TxHash,
+}
+
+impl Id {
+    fn len(self, kind: ChainKind) -> usize {
+        match (kind, self) {
+            (ChainKind::Evm, Self::Address) => 20,
+            (ChainKind::Evm, Self::BlockHash | Self::TxHash) => 32,
+            (ChainKind::Solana, Self::Address | Self::BlockHash) => 32,
+            (ChainKind::Solana, Self::TxHash) => 64,
+        }
+    }
+
+    fn noun(self, kind: ChainKind) -> &'static str {
+        match (kind, self) {
+            (_, Self::Address) => "address",
+            (_, Self::BlockHash) => "block hash",
+            (ChainKind::Evm, Self::TxHash) => "transaction hash",
+            (ChainKind::Solana, Self::TxHash) => "transaction signature",
+        }
+    }
+}
+
+/// `text` as an id of a `kind` chain: `0x` hex or base58, of the id's exact length.
+pub(crate) fn id_bytes(kind: ChainKind, id: Id, field: &str, text: &str) -> Result<Vec<u8>, AppError> {
+    match kind {
+        ChainKind::Evm => hex_bytes(field, text, id.len(kind)),
+        ChainKind::Solana => base58_bytes(field, text, id.len(kind), id.noun(kind)),
+    }
+}
+
+/// Base58 (Bitcoin alphabet, as Solana uses) of exactly `len` bytes.
+fn base58_bytes(field: &str, text: &str, len: usize, noun: &str) -> Result<Vec<u8>, AppError> {
+    let invalid = || AppError::bad(field, format!("must be a base58 {noun} ({len} bytes)"));
+    // Base58 decoding takes time quadratic in the length: anything longer than `len` bytes can be is refused
+    // before decoding. Each character carries log2(58) > 5.85 bits, so `len` bytes take at most 1.37 · len.
+    if text.len() > len * 137 / 100 + 1 {
+        return Err(invalid());
+    }
+    let bytes = bs58::decode(text).into_vec().map_err(|_| invalid())?;
+    if bytes.len() != len {
+        return Err(invalid());
+    }
+    Ok(bytes)
 }
 
 /// `0x`-prefixed hex of exactly `len` bytes, either case.
@@ -116,6 +181,23 @@ pub(crate) fn decode_log_cursor(text: &str) -> Result<LogKey, AppError> {
     })
 }
 
+pub(crate) fn encode_instruction_cursor(key: &InstructionKey) -> String {
+    format!("{}.{}.{}", key.block_number, key.tx_index, key.position)
+}
+
+pub(crate) fn decode_instruction_cursor(text: &str) -> Result<InstructionKey, AppError> {
+    let invalid = || AppError::bad("cursor", "not a cursor returned by this endpoint");
+    let mut parts = text.split('.').map(|p| p.parse::<i64>().map_err(|_| invalid()));
+    let mut next = || parts.next().unwrap_or_else(|| Err(invalid()));
+    let block_number = next()?;
+    let tx_index = i32::try_from(next()?).map_err(|_| invalid())?;
+    let position = i32::try_from(next()?).map_err(|_| invalid())?;
+    if parts.next().is_some() {
+        return Err(invalid());
+    }
+    Ok(InstructionKey { block_number, tx_index, position })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +211,47 @@ mod tests {
         let log = LogKey { block_number: 5, log_index: 9 };
         assert_eq!(decode_log_cursor(&encode_log_cursor(&log)).ok(), Some(log));
         assert!(decode_log_cursor("x.1").is_err());
+        let instruction = InstructionKey { block_number: 303, tx_index: 2, position: 17 };
+        assert_eq!(
+            decode_instruction_cursor(&encode_instruction_cursor(&instruction)).ok(),
+            Some(instruction)
+        );
+        for bad in ["303.2", "303.2.17.1", "303.x.17", "", "303.2.99999999999"] {
+            assert!(decode_instruction_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base58_ids_of_exact_length() {
+        let system = "11111111111111111111111111111111";
+        assert_eq!(id_bytes(ChainKind::Solana, Id::Address, "a", system).ok(), Some(vec![0; 32]));
+        let token = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+        let bytes = id_bytes(ChainKind::Solana, Id::Address, "a", token).expect("program id");
+        assert_eq!(bytes[..4], [0x06, 0xdd, 0xf6, 0xe1]);
+        let signature = bs58::encode([0xffu8; 64]).into_string();
+        assert_eq!(id_bytes(ChainKind::Solana, Id::TxHash, "s", &signature).ok(), Some(vec![0xff; 64]));
+        assert!(id_bytes(ChainKind::Solana, Id::Address, "a", &signature).is_err(), "64 bytes is no address");
+        assert!(id_bytes(ChainKind::Solana, Id::TxHash, "s", token).is_err(), "32 bytes is no signature");
+        // 0, O, I and l are not in the alphabet; hex is not base58 of the right length.
+        for bad in [
+            "",
+            "0OIl",
+            "0x7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e",
+            &format!("{token}1"),
+            &"1".repeat(5000),
+        ] {
+            let err = id_bytes(ChainKind::Solana, Id::Address, "token", bad).expect_err(bad);
+            assert!(
+                matches!(err, AppError::BadRequest { ref field, .. } if field == "token"),
+                "{bad}: {err}"
+            );
+        }
+        // EVM ids stay hex.
+        assert!(id_bytes(ChainKind::Evm, Id::Address, "a", token).is_err());
+        assert_eq!(
+            id_bytes(ChainKind::Evm, Id::Address, "a", &format!("0x{}", "ab".repeat(20))).ok(),
+            Some(vec![0xab; 20])
+        );
     }
 
     #[test]

@@ -1,95 +1,183 @@
-//! JSON shapes of the REST API (EVM rendering: lowercase `0x` hex, decimal strings for 256-bit integers).
+//! JSON shapes of the REST API, in each chain family's own spelling: on EVM lowercase `0x` hex and EVM field names,
+//! on Solana base58 and Solana's names (slot, signature, fee payer). 256-bit integers are decimal strings everywhere.
+//! Transfers have one shape on every chain, so a client can follow value across chains.
 
 use alloy::hex;
-use chainmux_core::{BlockPtr, Finality, Heads};
-use chainmux_store::{BlockRow, LogRow, TransactionRow, TransferRow};
+use chainmux_core::{BlockPtr, ChainKind, Finality, Heads};
+use chainmux_store::{BlockRow, InstructionRow, LogRow, TransactionRow, TransferRow};
 use serde_json::{Value, json};
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    hex::encode_prefixed(bytes)
-}
-
-fn opt_hex(bytes: Option<&Vec<u8>>) -> Value {
-    bytes.map_or(Value::Null, |b| Value::String(hex(b)))
-}
-
-pub(crate) fn finality(number: i64, heads: Option<&Heads>) -> &'static str {
-    let number = u64::try_from(number).unwrap_or_default();
-    match heads {
-        Some(h) => Finality::of(number, h.safe, h.finalized).as_str(),
-        None => Finality::Pending.as_str(),
+/// `bytes` as the chain spells ids: `0x` hex on EVM, base58 on Solana.
+pub(crate) fn id(kind: ChainKind, bytes: &[u8]) -> String {
+    match kind {
+        ChainKind::Evm => hex::encode_prefixed(bytes),
+        ChainKind::Solana => bs58::encode(bytes).into_string(),
     }
 }
 
-pub(crate) fn ptr(ptr: Option<BlockPtr>) -> Value {
-    ptr.map_or(Value::Null, |p| json!({ "number": p.number, "hash": p.hash.to_string() }))
+/// The indexed head `{number, hash}`, or null before the first block.
+pub(crate) fn ptr(kind: ChainKind, ptr: Option<BlockPtr>) -> Value {
+    ptr.map_or(Value::Null, |p| json!({ "number": p.number, "hash": id(kind, p.hash.as_slice()) }))
 }
 
-pub(crate) fn block(chain: &str, row: &BlockRow, heads: Option<&Heads>) -> Value {
-    json!({
-        "chain": chain,
-        "number": row.number,
-        "hash": hex(&row.hash),
-        "parent_hash": hex(&row.parent_hash),
-        "timestamp": row.timestamp,
-        "transaction_count": row.tx_count,
-        "log_count": row.log_count,
-        "finality": finality(row.number, heads),
-    })
+/// Renders the rows of one chain, whose finality is judged against `heads`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) chain: &'a str,
+    pub(crate) kind: ChainKind,
+    pub(crate) heads: Option<&'a Heads>,
 }
 
-pub(crate) fn transaction(chain: &str, row: &TransactionRow, heads: Option<&Heads>) -> Value {
-    json!({
-        "chain": chain,
-        "block_number": row.block_number,
-        "block_hash": hex(&row.block_hash),
-        "hash": hex(&row.hash),
-        "transaction_index": row.tx_index,
-        "from": hex(&row.from_address),
-        "to": opt_hex(row.to_address.as_ref()),
-        "value": row.value,
-        "nonce": row.nonce,
-        "gas": row.gas_limit,
-        "gas_price": row.gas_price,
-        "gas_used": row.gas_used,
-        "status": row.status.map(u8::from),
-        "contract_address": opt_hex(row.contract_address.as_ref()),
-        "input": hex(&row.input),
-        "finality": finality(row.block_number, heads),
-    })
-}
+impl View<'_> {
+    fn id(&self, bytes: &[u8]) -> String {
+        id(self.kind, bytes)
+    }
 
-pub(crate) fn transfer(chain: &str, row: &TransferRow, heads: Option<&Heads>) -> Value {
-    json!({
-        "chain": chain,
-        "block_number": row.block_number,
-        "block_hash": hex(&row.block_hash),
-        "tx_hash": hex(&row.tx_hash),
-        "log_index": row.log_index,
-        "batch_index": row.batch_index,
-        "standard": row.standard,
-        "token": opt_hex(row.token.as_ref()),
-        "from": hex(&row.from_address),
-        "to": hex(&row.to_address),
-        "amount": row.amount,
-        "token_id": row.token_id,
-        "finality": finality(row.block_number, heads),
-    })
-}
+    fn opt_id(&self, bytes: Option<&Vec<u8>>) -> Value {
+        bytes.map_or(Value::Null, |b| Value::String(self.id(b)))
+    }
 
-pub(crate) fn log(chain: &str, row: &LogRow, heads: Option<&Heads>) -> Value {
-    let topics: Vec<String> =
-        [&row.topic0, &row.topic1, &row.topic2, &row.topic3].into_iter().flatten().map(|t| hex(t)).collect();
-    json!({
-        "chain": chain,
-        "block_number": row.block_number,
-        "block_hash": hex(&row.block_hash),
-        "tx_hash": hex(&row.tx_hash),
-        "transaction_index": row.tx_index,
-        "log_index": row.log_index,
-        "address": hex(&row.address),
-        "topics": topics,
-        "data": hex(&row.data),
-        "finality": finality(row.block_number, heads),
-    })
+    /// EVM: pending, safe or finalized by the safe and finalized heads. Solana: the indexer follows the confirmed
+    /// commitment, so every stored row is at least confirmed, and finalized up to the finalized slot.
+    fn finality(&self, number: i64) -> &'static str {
+        let number = u64::try_from(number).unwrap_or_default();
+        let finalized = self.heads.and_then(|h| h.finalized).is_some_and(|f| number <= f);
+        match self.kind {
+            ChainKind::Evm => match self.heads {
+                Some(h) => Finality::of(number, h.safe, h.finalized).as_str(),
+                None => Finality::Pending.as_str(),
+            },
+            ChainKind::Solana if finalized => "finalized",
+            ChainKind::Solana => "confirmed",
+        }
+    }
+
+    pub(crate) fn block(&self, row: &BlockRow) -> Value {
+        match self.kind {
+            ChainKind::Evm => json!({
+                "chain": self.chain,
+                "number": row.number,
+                "hash": self.id(&row.hash),
+                "parent_hash": self.id(&row.parent_hash),
+                "timestamp": row.timestamp,
+                "transaction_count": row.tx_count,
+                "log_count": row.log_count,
+                "finality": self.finality(row.number),
+            }),
+            ChainKind::Solana => json!({
+                "chain": self.chain,
+                "slot": row.number,
+                "hash": self.id(&row.hash),
+                "parent_slot": row.parent_number,
+                // Without a parent slot (the chain's first block) the stored parent hash is only a placeholder.
+                "parent_hash": row.parent_number.map(|_| self.id(&row.parent_hash)),
+                "height": row.height,
+                // Solana blocks may lack a block time; the store keeps 0 for it, which is no time at all.
+                "timestamp": (row.timestamp != 0).then_some(row.timestamp),
+                "tx_count": row.tx_count,
+                "finality": self.finality(row.number),
+            }),
+        }
+    }
+
+    pub(crate) fn transaction(&self, row: &TransactionRow) -> Value {
+        match self.kind {
+            ChainKind::Evm => json!({
+                "chain": self.chain,
+                "block_number": row.block_number,
+                "block_hash": self.id(&row.block_hash),
+                "hash": self.id(&row.hash),
+                "transaction_index": row.tx_index,
+                "from": self.id(&row.from_address),
+                "to": self.opt_id(row.to_address.as_ref()),
+                "value": row.value,
+                "nonce": row.nonce,
+                "gas": row.gas_limit,
+                "gas_price": row.gas_price,
+                "gas_used": row.gas_used,
+                "status": row.status.map(u8::from),
+                "contract_address": self.opt_id(row.contract_address.as_ref()),
+                "input": self.id(&row.input),
+                "finality": self.finality(row.block_number),
+            }),
+            ChainKind::Solana => json!({
+                "chain": self.chain,
+                "signature": self.id(&row.hash),
+                "slot": row.block_number,
+                "block_hash": self.id(&row.block_hash),
+                "index": row.tx_index,
+                "fee_payer": self.id(&row.from_address),
+                "fee": row.fee,
+                "success": row.status,
+                // Stored as the node's JSON; shown as JSON, or as text should it ever not parse.
+                "error": row.error.as_deref().map(|e| serde_json::from_str(e).unwrap_or_else(|_| json!(e))),
+                // Compute units fit a u64 (the store's numeric(20,0)); a number, not a string, like the slot.
+                "compute_units": row.gas_used.as_deref().and_then(|cu| cu.parse::<u64>().ok()),
+                "finality": self.finality(row.block_number),
+            }),
+        }
+    }
+
+    pub(crate) fn transfer(&self, row: &TransferRow) -> Value {
+        json!({
+            "chain": self.chain,
+            "block_number": row.block_number,
+            "block_hash": self.id(&row.block_hash),
+            "tx_hash": self.id(&row.tx_hash),
+            "log_index": row.log_index,
+            "batch_index": row.batch_index,
+            "standard": row.standard,
+            "token": self.opt_id(row.token.as_ref()),
+            "from": self.id(&row.from_address),
+            "to": self.id(&row.to_address),
+            "amount": row.amount,
+            "token_id": row.token_id,
+            "from_owner": self.opt_id(row.from_owner.as_ref()),
+            "to_owner": self.opt_id(row.to_owner.as_ref()),
+            "decimals": row.decimals,
+            "finality": self.finality(row.block_number),
+        })
+    }
+
+    /// An EVM event log.
+    pub(crate) fn log(&self, row: &LogRow) -> Value {
+        let topics: Vec<String> = [&row.topic0, &row.topic1, &row.topic2, &row.topic3]
+            .into_iter()
+            .flatten()
+            .map(|t| self.id(t))
+            .collect();
+        json!({
+            "chain": self.chain,
+            "block_number": row.block_number,
+            "block_hash": self.id(&row.block_hash),
+            "tx_hash": self.id(&row.tx_hash),
+            "transaction_index": row.tx_index,
+            "log_index": row.log_index,
+            "address": self.id(&row.address),
+            "topics": topics,
+            "data": self.id(&row.data),
+            "finality": self.finality(row.block_number),
+        })
+    }
+
+    /// A Solana instruction; its data in base58, as Solana's own JSON-RPC shows instruction data.
+    pub(crate) fn instruction(&self, row: &InstructionRow) -> Value {
+        let accounts: Vec<String> = row.accounts.iter().map(|a| self.id(a)).collect();
+        json!({
+            "chain": self.chain,
+            "slot": row.block_number,
+            "block_hash": self.id(&row.block_hash),
+            "signature": self.id(&row.tx_hash),
+            "tx_index": row.tx_index,
+            "position": row.position,
+            "outer_index": row.outer_index,
+            "inner_index": row.inner_index,
+            "stack_height": row.stack_height,
+            "program": self.id(&row.program),
+            "accounts": accounts,
+            "data": self.id(&row.data),
+            "logs": row.logs,
+            "finality": self.finality(row.block_number),
+        })
+    }
 }

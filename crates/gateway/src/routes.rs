@@ -6,14 +6,15 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chainmux_core::ChainKind;
 use chainmux_rpc::{CallTrace, JsonRpcError, UpstreamStatus};
-use chainmux_store::{ChainState, LogFilter, TransferFilter};
+use chainmux_store::{ChainState, InstructionFilter, LogFilter, TransferFilter};
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::params::{self, QueryParams};
+use crate::params::{self, Id, QueryParams};
 use crate::{AppError, AppState, READY_TIMEOUT, render};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -58,6 +59,9 @@ struct ChainView {
     head: Option<u64>,
     safe: Option<u64>,
     finalized: Option<u64>,
+    /// Solana: the stored heads per commitment level, `{"confirmed", "finalized"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heads: Option<Value>,
     indexed_head: Value,
     lag: Option<u64>,
     upstreams: Vec<UpstreamStatus>,
@@ -70,6 +74,7 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
         .chains
         .values()
         .map(|handle| {
+            let kind = handle.spec.kind;
             let stored = stored.iter().find(|s| s.name == handle.spec.name);
             let heads = stored.and_then(|s| s.heads);
             let cursor = stored.and_then(|s| s.cursor);
@@ -77,12 +82,20 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
             let head = handle.pool.best_head().max(heads.map(|h| h.latest));
             ChainView {
                 name: handle.spec.name.clone(),
-                kind: handle.spec.kind.as_str(),
+                kind: kind.as_str(),
                 chain_id: handle.spec.chain_id,
                 head,
                 safe: heads.and_then(|h| h.safe),
                 finalized: heads.and_then(|h| h.finalized),
-                indexed_head: render::ptr(cursor),
+                // The indexer stores the confirmed slot as the latest head; the pool's own probe may follow
+                // another commitment, so only the stored heads are named by theirs.
+                heads: (kind == ChainKind::Solana).then(|| {
+                    json!({
+                        "confirmed": heads.map(|h| h.latest),
+                        "finalized": heads.and_then(|h| h.finalized),
+                    })
+                }),
+                indexed_head: render::ptr(kind, cursor),
                 lag: head.map(|h| h.saturating_sub(cursor.map_or(0, |c| c.number))),
                 upstreams: handle.pool.statuses(),
             }
@@ -91,48 +104,78 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
     Ok(Json(json!({ "chains": views })))
 }
 
-async fn chain_state(state: &AppState, chain: &str) -> Result<Option<ChainState>, AppError> {
-    state.chain(chain)?;
-    Ok(state.store().chain_state(chain).await?)
+/// A served chain's kind and what the store knows about it; 404 for a chain this gateway does not serve.
+async fn chain_state(state: &AppState, chain: &str) -> Result<(ChainKind, Option<ChainState>), AppError> {
+    let kind = state.chain(chain)?.spec.kind;
+    Ok((kind, state.store().chain_state(chain).await?))
+}
+
+fn view<'a>(chain: &'a str, kind: ChainKind, stored: Option<&'a ChainState>) -> render::View<'a> {
+    render::View { chain, kind, heads: stored.and_then(|s| s.heads.as_ref()) }
 }
 
 pub(crate) async fn block(
     State(state): State<AppState>,
     Path((chain, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    let stored = chain_state(&state, &chain).await?;
-    // A `0x` id is a block hash; heights are decimal. A short `0x` id is a truncated hash, not a quantity.
-    let row = if id.starts_with("0x") || id.starts_with("0X") {
-        let hash = params::hex_bytes("id", &id, 32)?;
-        state.store().block_by_hash(&chain, &hash).await?
-    } else {
-        let number = params::block_number("id", &id)
-            .map_err(|_| AppError::bad("id", "must be a block number or a 0x-prefixed 32-byte block hash"))?;
-        state.store().block_by_number(&chain, number).await?
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    let row = match kind {
+        // A `0x` id is a block hash; heights are decimal. A short `0x` id is a truncated hash, not a quantity.
+        ChainKind::Evm if id.starts_with("0x") || id.starts_with("0X") => {
+            let hash = params::id_bytes(kind, Id::BlockHash, "id", &id)?;
+            state.store().block_by_hash(&chain, &hash).await?
+        }
+        ChainKind::Evm => {
+            let number = params::block_number("id", &id).map_err(|_| {
+                AppError::bad("id", "must be a block number or a 0x-prefixed 32-byte block hash")
+            })?;
+            state.store().block_by_number(&chain, number).await?
+        }
+        // All digits is a slot; anything else a base58 blockhash (which always has a letter in practice).
+        ChainKind::Solana if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+            let slot = id.parse::<i64>().map_err(|_| AppError::bad("id", "slot out of range"))?;
+            state.store().block_by_number(&chain, slot).await?
+        }
+        ChainKind::Solana => {
+            let hash = params::id_bytes(kind, Id::BlockHash, "id", &id).map_err(|_| {
+                AppError::bad("id", "must be a slot number or a base58 block hash (32 bytes)")
+            })?;
+            state.store().block_by_hash(&chain, &hash).await?
+        }
     };
     let row = row.ok_or_else(|| AppError::NotFound(format!("block {id} is not indexed")))?;
-    Ok(Json(render::block(&chain, &row, stored.and_then(|s| s.heads).as_ref())))
+    Ok(Json(view(&chain, kind, stored.as_ref()).block(&row)))
 }
 
 pub(crate) async fn transaction(
     State(state): State<AppState>,
     Path((chain, hash)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    let stored = chain_state(&state, &chain).await?;
-    let bytes = params::hex_bytes("hash", &hash, 32)?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    // The path segment is a transaction's hash on EVM, its signature on Solana.
+    let field = match kind {
+        ChainKind::Evm => "hash",
+        ChainKind::Solana => "signature",
+    };
+    let bytes = params::id_bytes(kind, Id::TxHash, field, &hash)?;
     let row = state
         .store()
         .transaction(&chain, &bytes)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("transaction {hash} is not indexed")))?;
-    Ok(Json(render::transaction(&chain, &row, stored.and_then(|s| s.heads).as_ref())))
+    Ok(Json(view(&chain, kind, stored.as_ref()).transaction(&row)))
 }
 
-fn page(items: Vec<Value>, next_cursor: Option<String>, stored: Option<&ChainState>) -> Json<Value> {
+fn page(
+    kind: ChainKind,
+    items: Vec<Value>,
+    next_cursor: Option<String>,
+    stored: Option<&ChainState>,
+) -> Json<Value> {
     Json(json!({
         "items": items,
         "next_cursor": next_cursor,
-        "indexed_head": render::ptr(stored.and_then(|s| s.cursor)),
+        "indexed_head": render::ptr(kind, stored.and_then(|s| s.cursor)),
     }))
 }
 
@@ -142,22 +185,22 @@ pub(crate) async fn transfers(
     pairs: Pairs,
 ) -> Result<Json<Value>, AppError> {
     let q = query(pairs, &["address", "token", "from_block", "to_block", "limit", "cursor"])?;
-    let stored = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
     let (from_block, to_block) = q.block_range()?;
     let filter = TransferFilter {
-        address: q.hex("address", 20)?,
-        token: q.hex("token", 20)?,
+        address: q.id("address", kind, Id::Address)?,
+        token: q.id("token", kind, Id::Address)?,
         from_block,
         to_block,
         after: q.get("cursor").map(params::decode_transfer_cursor).transpose()?,
         limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
     };
     let rows = state.store().transfers(&chain, &filter).await?;
-    let heads = stored.as_ref().and_then(|s| s.heads);
+    let view = view(&chain, kind, stored.as_ref());
     let next =
         rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_transfer_cursor(&row.key()));
-    let items = rows.items.iter().map(|row| render::transfer(&chain, row, heads.as_ref())).collect();
-    Ok(page(items, next, stored.as_ref()))
+    let items = rows.items.iter().map(|row| view.transfer(row)).collect();
+    Ok(page(kind, items, next, stored.as_ref()))
 }
 
 pub(crate) async fn logs(
@@ -169,7 +212,13 @@ pub(crate) async fn logs(
         pairs,
         &["address", "topic0", "topic1", "topic2", "topic3", "from_block", "to_block", "limit", "cursor"],
     )?;
-    let stored = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    if kind != ChainKind::Evm {
+        return Err(AppError::NotFound(format!(
+            "chain {chain:?} is a {kind} chain: event logs exist on EVM chains only; its programs' log messages \
+             are in /v1/chains/{chain}/instructions"
+        )));
+    }
     let (from_block, to_block) = q.block_range()?;
     let filter = LogFilter {
         address: q.hex("address", 20)?,
@@ -180,10 +229,40 @@ pub(crate) async fn logs(
         limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
     };
     let rows = state.store().logs(&chain, &filter).await?;
-    let heads = stored.as_ref().and_then(|s| s.heads);
+    let view = view(&chain, kind, stored.as_ref());
     let next = rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_log_cursor(&row.key()));
-    let items = rows.items.iter().map(|row| render::log(&chain, row, heads.as_ref())).collect();
-    Ok(page(items, next, stored.as_ref()))
+    let items = rows.items.iter().map(|row| view.log(row)).collect();
+    Ok(page(kind, items, next, stored.as_ref()))
+}
+
+pub(crate) async fn instructions(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    pairs: Pairs,
+) -> Result<Json<Value>, AppError> {
+    let q = query(pairs, &["program", "tx_hash", "from_block", "to_block", "limit", "cursor"])?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    if kind != ChainKind::Solana {
+        return Err(AppError::NotFound(format!(
+            "chain {chain:?} is an {kind} chain: instructions exist on Solana chains only; its contracts' event \
+             logs are in /v1/chains/{chain}/logs"
+        )));
+    }
+    let (from_block, to_block) = q.block_range()?;
+    let filter = InstructionFilter {
+        program: q.id("program", kind, Id::Address)?,
+        tx_hash: q.id("tx_hash", kind, Id::TxHash)?,
+        from_block,
+        to_block,
+        after: q.get("cursor").map(params::decode_instruction_cursor).transpose()?,
+        limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+    };
+    let rows = state.store().instructions(&chain, &filter).await?;
+    let view = view(&chain, kind, stored.as_ref());
+    let next =
+        rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_instruction_cursor(&row.key()));
+    let items = rows.items.iter().map(|row| view.instruction(row)).collect();
+    Ok(page(kind, items, next, stored.as_ref()))
 }
 
 /// One JSON-RPC response object. `result` stays raw: the upstream's bytes are passed on without re-encoding.

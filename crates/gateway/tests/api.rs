@@ -273,6 +273,9 @@ async fn transfers_render_every_standard_exactly() {
             "to": CAROL,
             "amount": "115792089237316195423570985008687907853269984665640564039457584007913129639935",
             "token_id": "5",
+            "from_owner": null,
+            "to_owner": null,
+            "decimals": null,
             "finality": "pending",
         })
     );
@@ -297,6 +300,9 @@ async fn transfers_render_every_standard_exactly() {
             "to": ALICE,
             "amount": "1361129467683753853853498429727072845825",
             "token_id": null,
+            "from_owner": null,
+            "to_owner": null,
+            "decimals": null,
             "finality": "safe",
         })
     );

@@ -171,7 +171,7 @@ impl Indexer {
                     break this.resolve_fork(at, &cancel).await.map(Some);
                 }
                 match this.write(cursor, blocks).await {
-                    Ok(written) => {
+                    Ok(Some(written)) => {
                         cursor = Some(written);
                         progress.advance(
                             &chain,
@@ -180,6 +180,8 @@ impl Indexer {
                             &this.config,
                         );
                     }
+                    // A range of skipped slots: nothing to write, the cursor stays on the last block.
+                    Ok(None) => {}
                     Err(err) => break Err(err),
                 }
             };
@@ -223,6 +225,10 @@ impl Indexer {
                 tokio::time::sleep(self.config.retry_min).await;
                 return Ok(Fork::Stale);
             }
+            // No block at the cursor's height. On a chain that skips heights, once the chain has moved past it
+            // that is proof the cursor's block lost its fork (its slot is skipped on the canonical one); anywhere
+            // else the chain is merely shorter here (a lagging view) and is waited out.
+            None if self.network.skips_heights() && cursor.number < self.head.load(Ordering::Relaxed) => {}
             None => {
                 tokio::time::sleep(self.config.poll_interval).await;
                 return Ok(Fork::Stale);
@@ -230,22 +236,23 @@ impl Indexer {
             Some(_) => {}
         }
 
-        let mut height = cursor.number;
+        let mut below = cursor;
         let ancestor = loop {
-            if cursor.number - height >= self.config.max_reorg_depth {
-                return Err(IndexerError::ReorgTooDeep { chain, cursor, limit: self.config.max_reorg_depth });
-            }
-            let Some(below) = height.checked_sub(1) else {
+            let Some(height) = below.number.checked_sub(1) else {
                 return Err(IndexerError::ForkBelowStart { chain, first: 0 });
             };
-            height = below;
-            let Some(stored) = self.store.block_hash(&chain, height).await.map_err(store_err)? else {
-                return Err(IndexerError::ForkBelowStart { chain, first: height + 1 });
+            // The next stored block down: heights a chain skipped have none.
+            let Some(stored) = self.store.block_at_or_below(&chain, height).await.map_err(store_err)? else {
+                return Err(IndexerError::ForkBelowStart { chain, first: below.number });
             };
-            let canonical = self.canonical_ptr(height, cancel).await.map_err(network_err)?;
-            if canonical.is_some_and(|c| c.hash == stored) {
-                break BlockPtr::new(height, stored);
+            if cursor.number - stored.number >= self.config.max_reorg_depth {
+                return Err(IndexerError::ReorgTooDeep { chain, cursor, limit: self.config.max_reorg_depth });
             }
+            let canonical = self.canonical_ptr(stored.number, cancel).await.map_err(network_err)?;
+            if canonical == Some(stored) {
+                break stored;
+            }
+            below = stored;
         };
         let finalized = self
             .store
@@ -294,18 +301,16 @@ impl Indexer {
         }
     }
 
-    /// Writes one batch on top of `cursor`, retrying transient database errors; returns the new cursor.
+    /// Writes one batch on top of `cursor`, retrying transient database errors; returns the new cursor, or `None`
+    /// for an empty batch (a range of skipped heights), which writes nothing.
     async fn write(
         &self,
         cursor: Option<BlockPtr>,
         blocks: Vec<NormalizedBlock>,
-    ) -> Result<BlockPtr, IndexerError> {
+    ) -> Result<Option<BlockPtr>, IndexerError> {
         let chain = self.chain();
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
-            return cursor.ok_or_else(|| IndexerError::Network {
-                chain: chain.to_owned(),
-                source: NetworkError::Inconsistent("empty first batch".into()),
-            });
+            return Ok(None);
         };
         let started = Instant::now();
         let mut delays = self.backoff();
@@ -328,7 +333,7 @@ impl Indexer {
                     let head = last.ptr;
                     // No subscriber is fine: the event only matters to whoever listens.
                     let _ = self.events.send(ChainEvent::Apply(blocks.into()));
-                    return Ok(head);
+                    return Ok(Some(head));
                 }
                 Err(StoreError::Database(err)) => {
                     let delay = delays.next().unwrap_or(self.config.retry_max);

@@ -34,13 +34,18 @@ impl JsonRpcError {
             "underpriced",
             "intrinsic gas",
             "gas required exceeds",
+            // Solana: the transaction itself is bad; every node answers the same.
+            "transaction simulation failed",
+            "signature verification failed",
+            "unsupported transaction version",
         ];
         if caller_fault.iter().any(|needle| message.contains(needle)) {
             return false;
         }
         match self.code {
             // Internal error, provider-specific "limit exceeded" / "resource unavailable", HTTP-style 429.
-            -32603 | -32005 | -32002 | 429 => true,
+            // Solana's -32004: block not available for this slot on this node.
+            -32603 | -32005 | -32002 | -32004 | 429 => true,
             // Method not found: another upstream may support it.
             -32601 => true,
             // Generic server error: decide on the message, the only signal providers give.
@@ -59,6 +64,14 @@ impl JsonRpcError {
                     "unavailable",
                     "try again",
                     "overloaded",
+                    // Solana: this node lacks the slot (pruned, not replayed yet, behind); another may have it.
+                    // "was skipped" (-32007/-32009) is deliberately absent: whether a slot was skipped is proven by
+                    // the adapter from `getBlocks` and parent slots, not taken from one node's word.
+                    "cleaned up",
+                    "not available",
+                    "not yet available",
+                    "behind",
+                    "minimum context slot",
                 ];
                 upstream_fault.iter().any(|needle| message.contains(needle))
             }

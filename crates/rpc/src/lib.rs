@@ -17,7 +17,7 @@ mod upstream;
 pub use error::{JsonRpcError, RpcError};
 pub use policy::{BreakerConfig, HedgeDelay, PoolConfig, RateLimit, UpstreamPolicy};
 pub use pool::{
-    CallTrace, HeadProbe, IdentityCheck, IdentityVerifier, Pool, RequestHints, RequestInspector,
+    CallTrace, HeadProbe, HealthCheck, IdentityCheck, IdentityVerifier, Pool, RequestHints, RequestInspector,
     UpstreamConfig, WriteKind, is_write_method, method_class, write_kind,
 };
 pub use upstream::{BreakerState, UpstreamStatus};

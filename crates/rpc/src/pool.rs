@@ -53,6 +53,14 @@ pub struct HeadProbe {
     pub encode: fn(u64) -> Box<RawValue>,
 }
 
+/// A node's own health endpoint (Solana's `getHealth`): asked on every probe; a JSON-RPC error answer excludes
+/// the upstream (with the node's message as the reason) until a later probe succeeds.
+#[derive(Debug)]
+pub struct HealthCheck {
+    pub method: String,
+    pub params: Box<RawValue>,
+}
+
 /// Reads a request's method and params.
 pub type RequestInspector<T> = fn(&str, &RawValue) -> Option<T>;
 
@@ -108,6 +116,15 @@ pub fn method_class(method: &str) -> &'static str {
     }
 }
 
+/// Whether two JSON-RPC params are the same question: equal JSON, with absent, `null` and `[]` alike.
+fn same_params(a: &RawValue, b: &RawValue) -> bool {
+    let parse = |raw: &RawValue| match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(serde_json::Value::Null) => Some(serde_json::Value::Array(Vec::new())),
+        other => other.ok(),
+    };
+    a.get() == b.get() || parse(a).is_some_and(|a| Some(a) == parse(b))
+}
+
 /// Which upstream served a call and how much it took.
 #[derive(Debug, Clone, Default)]
 pub struct CallTrace {
@@ -127,6 +144,7 @@ pub struct Pool {
     config: PoolConfig,
     identity: Option<IdentityCheck>,
     probe: Option<HeadProbe>,
+    health: Option<HealthCheck>,
     hints: RequestHints,
     next_id: AtomicU64,
     primary: AtomicUsize,
@@ -185,6 +203,7 @@ impl Pool {
             config,
             identity: None,
             probe: None,
+            health: None,
             hints: RequestHints::default(),
             next_id: AtomicU64::new(1),
             primary: AtomicUsize::new(NO_PRIMARY),
@@ -200,6 +219,11 @@ impl Pool {
 
     pub fn with_head_probe(mut self, probe: HeadProbe) -> Self {
         self.probe = Some(probe);
+        self
+    }
+
+    pub fn with_health_check(mut self, check: HealthCheck) -> Self {
+        self.health = Some(check);
         self
     }
 
@@ -288,11 +312,24 @@ impl Pool {
             self.verify(index).await;
             return;
         }
-        let Some(probe) = &self.probe else { return };
         if upstream.cooldown_left(Instant::now()).is_some() {
             // Benched by a 429's Retry-After: a probe now would only spend the provider's quota.
             return;
         }
+        if let Some(check) = &self.health {
+            match self.attempt(index, &check.method, &check.params, upstream.policy.request_timeout).await {
+                Ok(_) => upstream.set_unhealthy(None),
+                Err(RpcError::JsonRpc { error, .. }) => {
+                    if upstream.is_healthy_by_check() {
+                        warn!(chain = %self.chain, upstream = %upstream.name, reason = %error.message, "upstream reports itself unhealthy");
+                    }
+                    upstream.set_unhealthy(Some(error.message));
+                }
+                // Transport failures are already recorded against the upstream by the attempt.
+                Err(_) => {}
+            }
+        }
+        let Some(probe) = &self.probe else { return };
         let result = self.attempt(index, &probe.method, &probe.params, upstream.policy.request_timeout).await;
         if let Ok(raw) = result {
             match (probe.parse)(&raw) {
@@ -418,7 +455,7 @@ impl Pool {
                                 self.upstreams[*loser].record_unanswered(since.elapsed());
                             }
                             trace.upstream = Some(upstream.name.clone());
-                            return (Ok(self.adjust_head_answer(index, method, raw)), trace);
+                            return (Ok(self.adjust_head_answer(index, method, params, raw)), trace);
                         }
                         Err(err) => {
                             if let Some(answer) = self.duplicate_write_answer(write, &trace, &err, method, params) {
@@ -677,9 +714,17 @@ impl Pool {
     }
 
     /// Calls of the head method never answer lower than the best head healthy upstreams reported.
-    fn adjust_head_answer(&self, index: usize, method: &str, raw: Box<RawValue>) -> Box<RawValue> {
+    fn adjust_head_answer(
+        &self,
+        index: usize,
+        method: &str,
+        params: &RawValue,
+        raw: Box<RawValue>,
+    ) -> Box<RawValue> {
         let Some(probe) = &self.probe else { return raw };
-        if probe.method != method {
+        // Same method with other params may ask for another head (Solana's `getSlot` at `finalized` commitment):
+        // only the probe's own question is comparable.
+        if probe.method != method || !same_params(&probe.params, params) {
             return raw;
         }
         let Some(answered) = (probe.parse)(&raw) else { return raw };

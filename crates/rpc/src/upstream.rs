@@ -203,6 +203,8 @@ pub struct UpstreamStatus {
 pub(crate) struct Observed {
     verified: bool,
     identity_failure: Option<String>,
+    /// What the node's own health check last said when it was not healthy (Solana's `getHealth`).
+    unhealthy: Option<String>,
     last_failure: Option<String>,
     breaker: Breaker,
     latency: LatencyWindow,
@@ -264,6 +266,7 @@ impl Upstream {
         let inner = Observed {
             verified: false,
             identity_failure: None,
+            unhealthy: None,
             last_failure: None,
             breaker: Breaker::new(),
             latency: LatencyWindow::new(),
@@ -383,6 +386,15 @@ impl Upstream {
         });
     }
 
+    pub(crate) fn is_healthy_by_check(&self) -> bool {
+        self.with(|o| o.unhealthy.is_none())
+    }
+
+    /// Records the node's own health verdict: `Some(reason)` excludes it until a later check says healthy.
+    pub(crate) fn set_unhealthy(&self, reason: Option<String>) {
+        self.with(|o| o.unhealthy = reason);
+    }
+
     pub(crate) fn set_last_failure(&self, reason: String) {
         self.with(|o| o.last_failure = Some(reason));
     }
@@ -402,6 +414,9 @@ impl Upstream {
             }
             if let Some(left) = o.cooldown_until.and_then(|until| until.checked_duration_since(now)) {
                 return Eligibility::Excluded(format!("rate limited for {}s", left.as_secs_f64().ceil()));
+            }
+            if let Some(reason) = &o.unhealthy {
+                return Eligibility::Excluded(format!("unhealthy: {reason}"));
             }
             if let (Some(best), Some(head)) = (best_head, o.head) {
                 let lag = best.saturating_sub(head);

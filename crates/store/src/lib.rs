@@ -12,8 +12,8 @@ mod write;
 
 pub use error::{Result, StoreError};
 pub use read::{
-    BlockRow, ChainState, LogFilter, LogKey, LogRow, Page, TransactionRow, TransferFilter, TransferKey,
-    TransferRow,
+    BlockRow, ChainState, InstructionFilter, InstructionKey, InstructionRow, LogFilter, LogKey, LogRow, Page,
+    TransactionRow, TransferFilter, TransferKey, TransferRow,
 };
 pub use write::WriteStats;
 

@@ -57,6 +57,10 @@ pub struct BlockRow {
     pub number: i64,
     pub hash: Vec<u8>,
     pub parent_hash: Vec<u8>,
+    /// The parent's number (slot); `None` for a chain's first block and EVM rows written before it was stored.
+    pub parent_number: Option<i64>,
+    /// Solana's block height; `None` on EVM.
+    pub height: Option<i64>,
     pub timestamp: i64,
     pub tx_count: i32,
     pub log_count: i32,
@@ -78,6 +82,9 @@ pub struct TransactionRow {
     pub status: Option<bool>,
     pub contract_address: Option<Vec<u8>>,
     pub input: Vec<u8>,
+    pub fee: Option<String>,
+    /// The chain's reason of failure, as JSON text (Solana).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -93,6 +100,9 @@ pub struct TransferRow {
     pub to_address: Vec<u8>,
     pub amount: String,
     pub token_id: Option<String>,
+    pub from_owner: Option<Vec<u8>>,
+    pub to_owner: Option<Vec<u8>>,
+    pub decimals: Option<i16>,
 }
 
 impl TransferRow {
@@ -127,6 +137,36 @@ impl LogRow {
     }
 }
 
+#[derive(Debug, Clone, FromRow)]
+pub struct InstructionRow {
+    pub block_number: i64,
+    pub block_hash: Vec<u8>,
+    pub tx_index: i32,
+    pub position: i32,
+    pub tx_hash: Vec<u8>,
+    pub outer_index: i32,
+    pub inner_index: Option<i32>,
+    pub stack_height: i32,
+    pub program: Vec<u8>,
+    pub accounts: Vec<Vec<u8>>,
+    pub data: Vec<u8>,
+    pub logs: Vec<String>,
+}
+
+impl InstructionRow {
+    pub fn key(&self) -> InstructionKey {
+        InstructionKey { block_number: self.block_number, tx_index: self.tx_index, position: self.position }
+    }
+}
+
+/// Position of an instruction in the keyset order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstructionKey {
+    pub block_number: i64,
+    pub tx_index: i32,
+    pub position: i32,
+}
+
 /// Position of a transfer in the keyset order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferKey {
@@ -145,7 +185,7 @@ pub struct LogKey {
 
 #[derive(Debug, Clone, Default)]
 pub struct TransferFilter {
-    /// Matches either side of the transfer.
+    /// Matches either side of the transfer: the address itself, or the wallet owning it (SPL token accounts).
     pub address: Option<Vec<u8>>,
     pub token: Option<Vec<u8>>,
     pub from_block: Option<i64>,
@@ -162,6 +202,16 @@ pub struct LogFilter {
     pub from_block: Option<i64>,
     pub to_block: Option<i64>,
     pub after: Option<LogKey>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstructionFilter {
+    pub program: Option<Vec<u8>>,
+    pub tx_hash: Option<Vec<u8>>,
+    pub from_block: Option<i64>,
+    pub to_block: Option<i64>,
+    pub after: Option<InstructionKey>,
     pub limit: u32,
 }
 
@@ -193,9 +243,26 @@ macro_rules! transaction_columns {
     () => {
         "block_number, block_hash, tx_index, hash, from_address, to_address, \
      value::text AS value, nonce::text AS nonce, gas_limit::text AS gas_limit, gas_price::text AS gas_price, \
-     gas_used::text AS gas_used, status, contract_address, input"
+     gas_used::text AS gas_used, status, contract_address, input, fee::text AS fee, error"
     };
 }
+
+macro_rules! block_columns {
+    () => {
+        "number, hash, parent_hash, parent_number, height, timestamp, tx_count, log_count"
+    };
+}
+
+macro_rules! transfer_columns {
+    () => {
+        "block_number, block_hash, log_index, batch_index, standard, tx_hash, token, from_address, to_address, \
+     amount::text AS amount, token_id::text AS token_id, from_owner, to_owner, decimals"
+    };
+}
+
+/// The columns that can match [`TransferFilter::address`], each the second column of an index that continues with
+/// the keyset order (owners: partial indexes of the rows that have one).
+const TRANSFER_ADDRESS_COLUMNS: [&str; 4] = ["from_address", "to_address", "from_owner", "to_owner"];
 
 impl Store {
     pub async fn chain_states(&self) -> Result<Vec<ChainState>> {
@@ -214,10 +281,11 @@ impl Store {
     }
 
     pub async fn block_by_number(&self, chain: &str, number: i64) -> Result<Option<BlockRow>> {
-        Ok(sqlx::query_as::<_, BlockRow>(
-            "SELECT number, hash, parent_hash, timestamp, tx_count, log_count FROM blocks \
-             WHERE chain = $1 AND number = $2",
-        )
+        Ok(sqlx::query_as::<_, BlockRow>(concat!(
+            "SELECT ",
+            block_columns!(),
+            " FROM blocks WHERE chain = $1 AND number = $2"
+        ))
         .bind(chain)
         .bind(number)
         .fetch_optional(&self.pool)
@@ -225,10 +293,11 @@ impl Store {
     }
 
     pub async fn block_by_hash(&self, chain: &str, hash: &[u8]) -> Result<Option<BlockRow>> {
-        Ok(sqlx::query_as::<_, BlockRow>(
-            "SELECT number, hash, parent_hash, timestamp, tx_count, log_count FROM blocks \
-             WHERE chain = $1 AND hash = $2",
-        )
+        Ok(sqlx::query_as::<_, BlockRow>(concat!(
+            "SELECT ",
+            block_columns!(),
+            " FROM blocks WHERE chain = $1 AND hash = $2"
+        ))
         .bind(chain)
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -247,31 +316,27 @@ impl Store {
         .await?)
     }
 
+    /// Transfers in keyset order. With an address, one index range per column it can match, each read in keyset
+    /// order up to the page size, merged by a `UNION` (which also drops a row matching on two sides): a page costs
+    /// four short index scans however many transfers the address has, where an `OR` would fetch and sort them all.
     pub async fn transfers(&self, chain: &str, filter: &TransferFilter) -> Result<Page<TransferRow>> {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT block_number, block_hash, log_index, batch_index, standard, tx_hash, token, from_address, \
-             to_address, amount::text AS amount, token_id::text AS token_id FROM transfers WHERE chain = ",
-        );
-        query.push_bind(chain);
-        if let Some(address) = &filter.address {
-            query.push(" AND (from_address = ").push_bind(address.clone());
-            query.push(" OR to_address = ").push_bind(address.clone()).push(")");
+        let mut query = QueryBuilder::<Postgres>::new("");
+        match &filter.address {
+            None => push_transfer_branch(&mut query, chain, None, filter),
+            Some(address) => {
+                query.push("SELECT * FROM (");
+                for (i, column) in TRANSFER_ADDRESS_COLUMNS.into_iter().enumerate() {
+                    if i > 0 {
+                        query.push(" UNION ");
+                    }
+                    query.push("(");
+                    push_transfer_branch(&mut query, chain, Some((column, address)), filter);
+                    query.push(")");
+                }
+                query.push(") matched ORDER BY block_number, log_index, batch_index, standard LIMIT ");
+                query.push_bind(i64::from(filter.limit) + 1);
+            }
         }
-        if let Some(token) = &filter.token {
-            query.push(" AND token = ").push_bind(token.clone());
-        }
-        push_block_range(&mut query, filter.from_block, filter.to_block);
-        if let Some(after) = &filter.after {
-            query.push(" AND (block_number, log_index, batch_index, standard) > (");
-            let mut tuple = query.separated(", ");
-            tuple.push_bind(after.block_number);
-            tuple.push_bind(after.log_index);
-            tuple.push_bind(after.batch_index);
-            tuple.push_bind(after.standard.clone());
-            query.push(")");
-        }
-        query.push(" ORDER BY block_number, log_index, batch_index, standard LIMIT ");
-        query.push_bind(i64::from(filter.limit) + 1);
         let rows = query.build_query_as::<TransferRow>().fetch_all(&self.pool).await?;
         Ok(Page::from_overfetch(rows, filter.limit))
     }
@@ -300,6 +365,65 @@ impl Store {
         let rows = query.build_query_as::<LogRow>().fetch_all(&self.pool).await?;
         Ok(Page::from_overfetch(rows, filter.limit))
     }
+
+    /// Instructions in keyset order (block, transaction, position).
+    pub async fn instructions(
+        &self,
+        chain: &str,
+        filter: &InstructionFilter,
+    ) -> Result<Page<InstructionRow>> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT block_number, block_hash, tx_index, position, tx_hash, outer_index, inner_index, stack_height, \
+             program, accounts, data, logs FROM instructions WHERE chain = ",
+        );
+        query.push_bind(chain);
+        if let Some(program) = &filter.program {
+            query.push(" AND program = ").push_bind(program.clone());
+        }
+        if let Some(tx_hash) = &filter.tx_hash {
+            query.push(" AND tx_hash = ").push_bind(tx_hash.clone());
+        }
+        push_block_range(&mut query, filter.from_block, filter.to_block);
+        if let Some(after) = filter.after {
+            query.push(" AND (block_number, tx_index, position) > (").push_bind(after.block_number);
+            query.push(", ").push_bind(after.tx_index);
+            query.push(", ").push_bind(after.position).push(")");
+        }
+        query.push(" ORDER BY block_number, tx_index, position LIMIT ");
+        query.push_bind(i64::from(filter.limit) + 1);
+        let rows = query.build_query_as::<InstructionRow>().fetch_all(&self.pool).await?;
+        Ok(Page::from_overfetch(rows, filter.limit))
+    }
+}
+
+/// One `SELECT` of transfers in keyset order with the filter's conditions and limit; with `address`, restricted to
+/// rows whose `column` equals it.
+fn push_transfer_branch(
+    query: &mut QueryBuilder<Postgres>,
+    chain: &str,
+    address: Option<(&'static str, &Vec<u8>)>,
+    filter: &TransferFilter,
+) {
+    query.push(concat!("SELECT ", transfer_columns!(), " FROM transfers WHERE chain = "));
+    query.push_bind(chain.to_owned());
+    if let Some((column, address)) = address {
+        query.push(format_args!(" AND {column} = ")).push_bind(address.clone());
+    }
+    if let Some(token) = &filter.token {
+        query.push(" AND token = ").push_bind(token.clone());
+    }
+    push_block_range(query, filter.from_block, filter.to_block);
+    if let Some(after) = &filter.after {
+        query.push(" AND (block_number, log_index, batch_index, standard) > (");
+        let mut tuple = query.separated(", ");
+        tuple.push_bind(after.block_number);
+        tuple.push_bind(after.log_index);
+        tuple.push_bind(after.batch_index);
+        tuple.push_bind(after.standard.clone());
+        query.push(")");
+    }
+    query.push(" ORDER BY block_number, log_index, batch_index, standard LIMIT ");
+    query.push_bind(i64::from(filter.limit) + 1);
 }
 
 fn push_block_range(query: &mut QueryBuilder<Postgres>, from: Option<i64>, to: Option<i64>) {

@@ -25,6 +25,21 @@ impl Store {
         .transpose()
     }
 
+    /// The highest stored block of `chain` at or below `number`: where a walk back from `number` lands when the
+    /// chain skips numbers (Solana slots without a block).
+    pub async fn block_at_or_below(&self, chain: &str, number: u64) -> Result<Option<BlockPtr>> {
+        // Every stored number fits an i64, so a larger bound means "any".
+        let number = i64::try_from(number).unwrap_or(i64::MAX);
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT number, hash FROM blocks WHERE chain = $1 AND number <= $2 ORDER BY number DESC LIMIT 1",
+        )
+        .bind(chain)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(number, hash)| crate::read::ptr_from(number, hash)).transpose()
+    }
+
     /// Deletes every row of `chain` above `ancestor` and moves the cursor from `expected` to `ancestor`, in one
     /// transaction. `ancestor` must be a stored block at or below the cursor. Returns how many blocks were removed.
     pub async fn revert_to(&self, chain: &str, expected: BlockPtr, ancestor: BlockPtr) -> Result<u64> {
@@ -70,6 +85,7 @@ impl Store {
         let above = to_i64(ancestor.number)?;
         // Children before parents is not required (no foreign keys), but every table goes, in one transaction.
         for delete in [
+            "DELETE FROM instructions WHERE chain = $1 AND block_number > $2",
             "DELETE FROM transfers WHERE chain = $1 AND block_number > $2",
             "DELETE FROM logs WHERE chain = $1 AND block_number > $2",
             "DELETE FROM transactions WHERE chain = $1 AND block_number > $2",

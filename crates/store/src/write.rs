@@ -21,11 +21,12 @@ pub struct WriteStats {
     pub transactions: u64,
     pub logs: u64,
     pub transfers: u64,
+    pub instructions: u64,
 }
 
 impl WriteStats {
     pub fn rows(&self) -> u64 {
-        self.blocks + self.transactions + self.logs + self.transfers
+        self.blocks + self.transactions + self.logs + self.transfers + self.instructions
     }
 }
 
@@ -66,6 +67,7 @@ impl Store {
             ("transactions", stats.transactions),
             ("logs", stats.logs),
             ("transfers", stats.transfers),
+            ("instructions", stats.instructions),
         ] {
             metrics::counter!("chainmux_store_rows_written_total", "chain" => chain.to_owned(), "table" => table)
                 .increment(rows);
@@ -107,6 +109,7 @@ async fn write_rows(
         transactions: copy_table(&mut tx, &mut rows, Table::Transactions, chain, blocks).await?,
         logs: copy_table(&mut tx, &mut rows, Table::Logs, chain, blocks).await?,
         transfers: copy_table(&mut tx, &mut rows, Table::Transfers, chain, blocks).await?,
+        instructions: copy_table(&mut tx, &mut rows, Table::Instructions, chain, blocks).await?,
     };
     drop(rows);
     tx.commit().await?;
@@ -176,13 +179,14 @@ async fn move_cursor(
     Err(StoreError::CursorMoved { chain: chain.to_owned(), expected, actual })
 }
 
-/// The four tables of chain data, in the order a batch writes them.
+/// The tables of chain data, in the order a batch writes them.
 #[derive(Debug, Clone, Copy)]
 enum Table {
     Blocks,
     Transactions,
     Logs,
     Transfers,
+    Instructions,
 }
 
 impl Table {
@@ -192,6 +196,7 @@ impl Table {
             Self::Transactions => "transactions",
             Self::Logs => "logs",
             Self::Transfers => "transfers",
+            Self::Instructions => "instructions",
         }
     }
 
@@ -199,12 +204,12 @@ impl Table {
     fn copy_statement(self) -> &'static str {
         match self {
             Self::Blocks => {
-                "COPY blocks (chain, number, hash, parent_hash, timestamp, tx_count, log_count) \
-                 FROM STDIN (FORMAT binary)"
+                "COPY blocks (chain, number, hash, parent_hash, parent_number, height, timestamp, tx_count, \
+                 log_count) FROM STDIN (FORMAT binary)"
             }
             Self::Transactions => {
                 "COPY transactions (chain, block_number, block_hash, tx_index, hash, from_address, to_address, \
-                 value, nonce, gas_limit, gas_price, gas_used, status, contract_address, input) \
+                 value, nonce, gas_limit, gas_price, gas_used, status, contract_address, input, fee, error) \
                  FROM STDIN (FORMAT binary)"
             }
             Self::Logs => {
@@ -213,7 +218,12 @@ impl Table {
             }
             Self::Transfers => {
                 "COPY transfers (chain, block_number, block_hash, log_index, batch_index, standard, tx_hash, \
-                 token, from_address, to_address, amount, token_id) FROM STDIN (FORMAT binary)"
+                 token, from_address, to_address, amount, token_id, from_owner, to_owner, decimals) \
+                 FROM STDIN (FORMAT binary)"
+            }
+            Self::Instructions => {
+                "COPY instructions (chain, block_number, block_hash, tx_index, position, tx_hash, outer_index, \
+                 inner_index, stack_height, program, accounts, data, logs) FROM STDIN (FORMAT binary)"
             }
         }
     }
@@ -226,18 +236,20 @@ impl Table {
             let hash = block.ptr.hash.as_slice();
             match self {
                 Self::Blocks => {
-                    out.row(7);
+                    out.row(9);
                     out.bytes(chain)?;
                     out.int8(number);
                     out.bytes(hash)?;
                     out.bytes(block.parent_hash().as_slice())?;
+                    out.opt_int8(block.parent.map(|p| to_i64(p.number, "parent number")).transpose()?);
+                    out.opt_int8(block.height.map(|h| to_i64(h, "height")).transpose()?);
                     out.int8(to_i64(block.timestamp, "timestamp")?);
                     out.int4(to_i32(block.transactions.len(), "tx_count")?);
                     out.int4(to_i32(block.logs.len(), "log_count")?);
                 }
                 Self::Transactions => {
                     for t in &block.transactions {
-                        out.row(15);
+                        out.row(17);
                         out.bytes(chain)?;
                         out.int8(number);
                         out.bytes(hash)?;
@@ -256,6 +268,8 @@ impl Table {
                         }
                         out.opt_bytes(t.contract_address.as_ref())?;
                         out.bytes(&t.input)?;
+                        out.opt_numeric(t.fee.map(U256::from).as_ref());
+                        out.opt_text(t.error.as_deref())?;
                     }
                 }
                 Self::Logs => {
@@ -276,7 +290,7 @@ impl Table {
                 }
                 Self::Transfers => {
                     for t in &block.transfers {
-                        out.row(12);
+                        out.row(15);
                         out.bytes(chain)?;
                         out.int8(number);
                         out.bytes(hash)?;
@@ -289,6 +303,33 @@ impl Table {
                         out.bytes(&t.to)?;
                         out.numeric(&t.amount);
                         out.opt_numeric(t.token_id.as_ref());
+                        out.opt_bytes(t.from_owner.as_ref())?;
+                        out.opt_bytes(t.to_owner.as_ref())?;
+                        match t.decimals {
+                            Some(decimals) => out.int2(i16::from(decimals)),
+                            None => out.null(),
+                        }
+                    }
+                }
+                Self::Instructions => {
+                    for i in &block.instructions {
+                        out.row(13);
+                        out.bytes(chain)?;
+                        out.int8(number);
+                        out.bytes(hash)?;
+                        out.int4(to_i32(i.tx_index, "tx_index")?);
+                        out.int4(to_i32(i.position, "position")?);
+                        out.bytes(&i.tx_hash)?;
+                        out.int4(to_i32(i.outer_index, "outer_index")?);
+                        match i.inner_index {
+                            Some(inner) => out.int4(to_i32(inner, "inner_index")?),
+                            None => out.null(),
+                        }
+                        out.int4(to_i32(i.stack_height, "stack_height")?);
+                        out.bytes(&i.program)?;
+                        out.bytea_array(&i.accounts)?;
+                        out.bytes(&i.data)?;
+                        out.text_array(&i.logs)?;
                     }
                 }
             }
@@ -296,6 +337,10 @@ impl Table {
         Ok(())
     }
 }
+
+/// Type OIDs of array elements (`pg_type.oid`, fixed for built-in types).
+const BYTEA_OID: u32 = 17;
+const TEXT_OID: u32 = 25;
 
 /// Size of the `CopyData` messages the encoded rows are sent in: the server works on one while the next arrives.
 const COPY_CHUNK: usize = 256 * 1024;
@@ -385,6 +430,18 @@ impl CopyRows {
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    fn opt_int8(&mut self, value: Option<i64>) {
+        match value {
+            Some(value) => self.int8(value),
+            None => self.null(),
+        }
+    }
+
+    fn int2(&mut self, value: i16) {
+        self.buf.extend_from_slice(&2i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
     fn int4(&mut self, value: i32) {
         self.buf.extend_from_slice(&4i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_be_bytes());
@@ -411,6 +468,64 @@ impl CopyRows {
                 Ok(())
             }
         }
+    }
+
+    /// `text`. PostgreSQL text cannot hold NUL, which a Rust string (a Solana log line) can: each one is stored as
+    /// U+FFFD, the replacement character, rather than failing the batch and with it the chain's indexing.
+    fn text(&mut self, value: &str) -> Result<()> {
+        if value.contains('\0') {
+            self.bytes(value.replace('\0', "\u{FFFD}").as_bytes())
+        } else {
+            self.bytes(value.as_bytes())
+        }
+    }
+
+    fn opt_text(&mut self, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(value) => self.text(value),
+            None => {
+                self.null();
+                Ok(())
+            }
+        }
+    }
+
+    /// `bytea[]`: a one-dimensional array without NULLs (see [`CopyRows::array`]).
+    fn bytea_array(&mut self, values: &[impl AsRef<[u8]>]) -> Result<()> {
+        self.array(BYTEA_OID, values, |out, value| out.bytes(value.as_ref()))
+    }
+
+    /// `text[]`: a one-dimensional array without NULLs, each element as [`CopyRows::text`].
+    fn text_array(&mut self, values: &[String]) -> Result<()> {
+        self.array(TEXT_OID, values, |out, value| out.text(value))
+    }
+
+    /// An array's binary form: dimension count, has-NULLs flag, element type OID (which the server checks against
+    /// the column's), per dimension its length and lower bound (1), then each element as a field of its own
+    /// (length, then the element type's binary form). An empty array has no dimensions at all. The field's length
+    /// goes in front, so it is patched in once the elements are written.
+    fn array<T>(
+        &mut self,
+        element_oid: u32,
+        values: &[T],
+        mut element: impl FnMut(&mut Self, &T) -> Result<()>,
+    ) -> Result<()> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0i32.to_be_bytes());
+        let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
+        self.buf.extend_from_slice(&dimensions.to_be_bytes());
+        self.buf.extend_from_slice(&0i32.to_be_bytes()); // no NULL elements
+        self.buf.extend_from_slice(&element_oid.to_be_bytes());
+        if !values.is_empty() {
+            self.buf.extend_from_slice(&to_i32(values.len(), "array length")?.to_be_bytes());
+            self.buf.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+        }
+        for value in values {
+            element(self, value)?;
+        }
+        let len = to_i32(self.buf.len() - start - 4, "field length")?;
+        self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
     }
 
     /// `numeric`: digit count, weight (of the first digit, in powers of 10000), sign, display scale, then the
@@ -538,5 +653,34 @@ mod tests {
         rows.numeric(&U256::from(123_456_789u64));
         // 1 2345 6789: ndigits 3, weight 2
         assert_eq!(rows.buf, [0, 0, 0, 14, 0, 3, 0, 2, 0, 0, 0, 0, 0, 1, 0x09, 0x29, 0x1a, 0x85]);
+    }
+
+    #[test]
+    fn array_encoding() {
+        let mut rows = CopyRows::default();
+        rows.bytea_array(&[] as &[Vec<u8>]).expect("empty");
+        // length 12: no dimensions, no NULLs, element type bytea
+        assert_eq!(rows.buf, [0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17]);
+        rows.buf.clear();
+        rows.bytea_array(&[vec![0xab, 0xcd], vec![]]).expect("two elements");
+        #[rustfmt::skip]
+        let expected = [
+            0, 0, 0, 30, // field length
+            0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 17, // 1 dimension, no NULLs, bytea
+            0, 0, 0, 2, 0, 0, 0, 1, // 2 elements, lower bound 1
+            0, 0, 0, 2, 0xab, 0xcd, // element 1
+            0, 0, 0, 0, // element 2: empty, not NULL
+        ];
+        assert_eq!(rows.buf, expected);
+        rows.buf.clear();
+        rows.text_array(&["a\0b".to_owned()]).expect("text");
+        #[rustfmt::skip]
+        let expected = [
+            0, 0, 0, 29,
+            0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 25, // 1 dimension, no NULLs, text
+            0, 0, 0, 1, 0, 0, 0, 1,
+            0, 0, 0, 5, b'a', 0xef, 0xbf, 0xbd, b'b', // NUL stored as U+FFFD
+        ];
+        assert_eq!(rows.buf, expected);
     }
 }

@@ -82,6 +82,15 @@ pub enum Fault {
     /// `blockHash` or with other tags, and all other methods, are proxied. `LogsRangeLimit(0)` refuses every
     /// `eth_getLogs` by range, even over one block.
     LogsRangeLimit(u64),
+    /// This JSON-RPC error object as the answer to every call of `method` (e.g. Solana's `getBlock` answering
+    /// `-32004` "Block not available for slot" on a node that cannot serve it); other methods are proxied.
+    RpcErrorFor { method: String, code: i64, message: String },
+    /// This JSON-RPC error object as the answer to every `n`-th call of `method` (counted from when this fault
+    /// was set); the other calls are proxied.
+    EveryNth { n: u64, method: String, code: i64, message: String },
+    /// A Solana node stuck at this slot: `getSlot` (any commitment) answers it, `getBlock` answers `null` above
+    /// it and `getBlocks` lists nothing above it. Everything else is proxied.
+    StuckSlot(u64),
 }
 
 /// A running fault-injecting proxy on `127.0.0.1` in front of one target URL. Dropping it stops the server and
@@ -122,6 +131,8 @@ struct Shared {
     methods: Mutex<HashMap<String, u64>>,
     /// Cancelled when the current listener stops: closes its connections and ends their pending requests.
     epoch: Mutex<CancellationToken>,
+    /// Calls counted by [`Fault::EveryNth`] since it was set.
+    nth_calls: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -159,6 +170,7 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
             methods: Mutex::default(),
             epoch: Mutex::new(CancellationToken::new()),
+            nth_calls: AtomicU64::new(0),
         });
         let listener = bind(port).await;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
@@ -183,6 +195,7 @@ impl FaultProxy {
         let _switching = self.switching.lock().await;
         let refuse = fault == Fault::Refuse;
         *lock(&self.shared.fault) = fault;
+        self.shared.nth_calls.store(0, Ordering::Relaxed);
         let running = lock(&self.server).is_some();
         if refuse && running {
             let server = lock(&self.server).take();
@@ -394,7 +407,13 @@ async fn answer(shared: &Shared, fault: Fault, body: Bytes, request: Option<Valu
             "<html><body><h1>502 Bad Gateway</h1></body></html>",
         )
             .into_response(),
-        Fault::RpcError { .. } | Fault::Lag(_) | Fault::ChainId(_) | Fault::LogsRangeLimit(_) => {
+        Fault::RpcError { .. }
+        | Fault::Lag(_)
+        | Fault::ChainId(_)
+        | Fault::LogsRangeLimit(_)
+        | Fault::RpcErrorFor { .. }
+        | Fault::EveryNth { .. }
+        | Fault::StuckSlot(_) => {
             match request {
                 Some(request) => per_call(shared, &fault, request).await,
                 // Not JSON: let the target give its parse error.
@@ -529,6 +548,8 @@ enum Post {
     ReceiptsAtMost(u64),
     /// Logs: only those at or below this height.
     LogsAtMost(u64),
+    /// A list of Solana slots: only those at or below this one.
+    SlotsAtMost(u64),
 }
 
 /// Answers a single or batch request call by call, asking the target (in one request) for the calls the fault
@@ -571,7 +592,13 @@ async fn per_call(shared: &Shared, fault: &Fault, request: Value) -> Response {
         notification[index] = id.is_none();
         let method = call.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
         let params = call.get("params").cloned().unwrap_or_else(|| json!([]));
-        match plan(fault, visible, &method, params) {
+        let nth = match fault {
+            Fault::EveryNth { method: counted, .. } if *counted == method => {
+                Some(shared.nth_calls.fetch_add(1, Ordering::Relaxed) + 1)
+            }
+            _ => None,
+        };
+        match plan(fault, visible, &method, params, nth) {
             Plan::Result(result) => {
                 answers[index] = Some(json!({"jsonrpc": "2.0", "id": id, "result": result}));
             }
@@ -634,12 +661,30 @@ async fn per_call(shared: &Shared, fault: &Fault, request: Value) -> Response {
     }
 }
 
-fn plan(fault: &Fault, visible: Option<u64>, method: &str, params: Value) -> Plan {
+fn plan(fault: &Fault, visible: Option<u64>, method: &str, params: Value, nth: Option<u64>) -> Plan {
     match (fault, visible) {
         (Fault::RpcError { code, message }, _) => Plan::Error(*code, message.clone()),
+        (Fault::RpcErrorFor { method: failing, code, message }, _) if failing == method => {
+            Plan::Error(*code, message.clone())
+        }
+        (Fault::EveryNth { n, code, message, .. }, _) if nth.is_some_and(|k| k % (*n).max(1) == 0) => {
+            Plan::Error(*code, message.clone())
+        }
+        (Fault::StuckSlot(slot), _) => plan_stuck_slot(*slot, method, params),
         (Fault::ChainId(id), _) if method == "eth_chainId" => Plan::Result(quantity(*id)),
         (Fault::Lag(_), Some(visible)) => plan_lag(visible, method, params),
         (Fault::LogsRangeLimit(max), head) if method == "eth_getLogs" => plan_logs_limit(*max, head, &params),
+        _ => Plan::Forward(None, Post::None),
+    }
+}
+
+/// [`Fault::StuckSlot`]: the node's view ends at `slot`.
+fn plan_stuck_slot(slot: u64, method: &str, params: Value) -> Plan {
+    let first = params.get(0).and_then(Value::as_u64);
+    match method {
+        "getSlot" => Plan::Result(json!(slot)),
+        "getBlock" if first.is_some_and(|asked| asked > slot) => Plan::Result(Value::Null),
+        "getBlocks" => Plan::Forward(None, Post::SlotsAtMost(slot)),
         _ => Plan::Forward(None, Post::None),
     }
 }
@@ -781,6 +826,11 @@ async fn apply(shared: &Shared, post: Post, result: &mut Value) -> Result<(), Re
         Post::LogsAtMost(visible) => {
             if let Some(logs) = result.as_array_mut() {
                 logs.retain(|log| number(log, "blockNumber").is_none_or(|n| n <= visible));
+            }
+        }
+        Post::SlotsAtMost(slot) => {
+            if let Some(slots) = result.as_array_mut() {
+                slots.retain(|s| s.as_u64().is_none_or(|s| s <= slot));
             }
         }
     }

@@ -15,6 +15,7 @@ mod db;
 mod eth;
 mod fault;
 mod populate;
+pub mod solana;
 
 use std::path::PathBuf;
 

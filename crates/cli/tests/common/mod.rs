@@ -57,12 +57,18 @@ fn toml_string(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
 
-/// What goes into the config file of one `chainmux run`: one EVM chain with its upstreams.
+/// What goes into the config file of one `chainmux run`: one chain (EVM unless made with [`Config::solana`]) with
+/// its upstreams.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
     pub chain: String,
+    /// `"evm"` or `"solana"`.
+    pub kind: &'static str,
+    /// EVM only.
     pub chain_id: u64,
+    /// Solana only: `(name, base58 program id)` of `[[chains.programs]]`.
+    pub programs: Vec<(String, String)>,
     /// `(name, url)` in configured order.
     pub upstreams: Vec<(String, String)>,
     pub batch_size: u64,
@@ -87,7 +93,9 @@ impl Config {
         Config {
             database_url: database_url.to_owned(),
             chain: "local".to_owned(),
+            kind: "evm",
             chain_id: 31337,
+            programs: Vec::new(),
             upstreams: upstreams.iter().map(|(n, u)| ((*n).to_owned(), (*u).to_owned())).collect(),
             batch_size: 50,
             poll_interval_ms: 100,
@@ -101,6 +109,15 @@ impl Config {
         }
     }
 
+    /// A Solana chain `solana-local` (genesis hash pinned from the first upstream), slot-time polling.
+    pub fn solana(database_url: &str, upstreams: &[(&str, &str)]) -> Config {
+        let mut config = Config::new(database_url, upstreams);
+        config.chain = "solana-local".to_owned();
+        config.kind = "solana";
+        config.batch_size = 20;
+        config
+    }
+
     /// Sets the `[chains.rpc]` key `key` to the TOML value `value` (replacing an earlier setting).
     pub fn rpc_key(&mut self, key: &str, value: impl ToString) -> &mut Config {
         self.rpc.retain(|(k, _)| k != key);
@@ -109,16 +126,18 @@ impl Config {
     }
 
     pub fn toml(&self, listen: &str) -> String {
+        let identity =
+            if self.kind == "evm" { format!("chain_id = {}\n", self.chain_id) } else { String::new() };
         let mut text = format!(
             "[database]\nurl = {}\nmax_connections = 5\n\n\
              [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
-             [[chains]]\nname = {}\nkind = \"evm\"\nchain_id = {}\nstart_block = 0\nbatch_size = {}\n\
+             [[chains]]\nname = {}\nkind = {}\n{identity}start_block = 0\nbatch_size = {}\n\
              poll_interval_ms = {}\n",
             toml_string(&self.database_url),
             toml_string(listen),
             self.drain_delay_ms,
             toml_string(&self.chain),
-            self.chain_id,
+            toml_string(self.kind),
             self.batch_size,
             self.poll_interval_ms,
         );
@@ -143,6 +162,13 @@ impl Config {
         }
         for (key, value) in &rpc {
             text.push_str(&format!("{key} = {value}\n"));
+        }
+        for (name, id) in &self.programs {
+            text.push_str(&format!(
+                "\n[[chains.programs]]\nname = {}\nid = {}\n",
+                toml_string(name),
+                toml_string(id)
+            ));
         }
         for (name, url) in &self.upstreams {
             text.push_str(&format!(

@@ -15,6 +15,13 @@
 //! | 16    | none                                           | none                                  | none                               |
 //!
 //! Heads: latest 16, safe 13, finalized 11.
+//!
+//! The Solana fixture, with its own chain, is in [`solana`]; the HTTP helpers ([`get`], [`all_pages`], ...) serve
+//! both.
+
+// Used by tests/solana.rs; every test binary compiles it.
+#[allow(dead_code)]
+pub(crate) mod solana;
 
 use std::sync::Arc;
 
@@ -158,6 +165,8 @@ impl BlockBuilder {
             status: Some(true),
             contract_address: None,
             input: bytes(input),
+            fee: None,
+            error: None,
         });
         if let Some(to) = to
             && !value.is_zero()
@@ -172,6 +181,9 @@ impl BlockBuilder {
                 to: bytes(to),
                 amount: value,
                 token_id: None,
+                from_owner: None,
+                to_owner: None,
+                decimals: None,
             });
         }
         index
@@ -213,6 +225,9 @@ impl BlockBuilder {
             to: bytes(to),
             amount,
             token_id: token_id.map(U256::from),
+            from_owner: None,
+            to_owner: None,
+            decimals: None,
         });
     }
 
@@ -275,9 +290,11 @@ impl BlockBuilder {
             ptr: ptr(self.number),
             parent: Some(ptr(self.number - 1)),
             timestamp: 1_700_000_000 + 12 * self.number,
+            height: None,
             transactions: self.transactions,
             logs: self.logs,
             transfers: self.transfers,
+            instructions: Vec::new(),
         }
     }
 }
@@ -389,28 +406,17 @@ impl Fixture {
     }
 
     pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, Option<String>, Vec<u8>) {
-        let response = self.app.clone().oneshot(request).await.expect("the router is infallible");
-        let status = response.status();
-        let content_type =
-            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.into_body().collect().await.expect("read the response body").to_bytes();
-        (status, content_type, body.to_vec())
+        send(&self.app, request).await
     }
 
     /// `GET uri`, answer parsed as JSON.
     pub(crate) async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        let request = Request::get(uri).body(Body::empty()).expect("request");
-        let (status, content_type, body) = self.send(request).await;
-        let json = parse(&body, uri);
-        assert_eq!(content_type.as_deref(), Some("application/json"), "{uri}: {json}");
-        (status, json)
+        get(&self.app, uri).await
     }
 
     /// `GET uri` that must answer 200; returns the JSON body.
     pub(crate) async fn get_ok(&self, uri: &str) -> Value {
-        let (status, json) = self.get(uri).await;
-        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
-        json
+        get_ok(&self.app, uri).await
     }
 
     /// `POST /rpc/{chain}` with a raw body; `None` when the answer has no body (204).
@@ -429,29 +435,61 @@ impl Fixture {
 
     /// Every page of `uri` (which has no `cursor`), following `next_cursor`; checks the page invariants.
     pub(crate) async fn all_pages(&self, uri: &str, limit: usize) -> Vec<Vec<Value>> {
-        let separator = if uri.contains('?') { '&' } else { '?' };
-        let mut pages = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page_uri = match &cursor {
-                None => format!("{uri}{separator}limit={limit}"),
-                Some(cursor) => format!("{uri}{separator}limit={limit}&cursor={cursor}"),
-            };
-            let page = self.get_ok(&page_uri).await;
-            assert_eq!(page["indexed_head"], indexed_head(), "{page_uri}");
-            let items = page["items"].as_array().expect("items").clone();
-            assert!(items.len() <= limit, "{page_uri}: {} items", items.len());
-            pages.push(items.clone());
-            match &page["next_cursor"] {
-                Value::Null => return pages,
-                Value::String(next) => {
-                    assert_eq!(items.len(), limit, "{page_uri}: a page with a next cursor is full");
-                    cursor = Some(next.clone());
-                }
-                other => panic!("{page_uri}: next_cursor {other}"),
+        all_pages(&self.app, uri, limit, &indexed_head()).await
+    }
+}
+
+/// Sends `request` to the router; returns the status, content type and body.
+pub(crate) async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Option<String>, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.expect("the router is infallible");
+    let status = response.status();
+    let content_type =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.into_body().collect().await.expect("read the response body").to_bytes();
+    (status, content_type, body.to_vec())
+}
+
+/// `GET uri`, answer parsed as JSON.
+pub(crate) async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let request = Request::get(uri).body(Body::empty()).expect("request");
+    let (status, content_type, body) = send(app, request).await;
+    let json = parse(&body, uri);
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{uri}: {json}");
+    (status, json)
+}
+
+/// `GET uri` that must answer 200; returns the JSON body.
+pub(crate) async fn get_ok(app: &Router, uri: &str) -> Value {
+    let (status, json) = get(app, uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+    json
+}
+
+/// Every page of `uri` (which has no `cursor`), following `next_cursor`; checks the page invariants, among them
+/// that each page reports `head` as the indexed head.
+pub(crate) async fn all_pages(app: &Router, uri: &str, limit: usize, head: &Value) -> Vec<Vec<Value>> {
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_uri = match &cursor {
+            None => format!("{uri}{separator}limit={limit}"),
+            Some(cursor) => format!("{uri}{separator}limit={limit}&cursor={cursor}"),
+        };
+        let page = get_ok(app, &page_uri).await;
+        assert_eq!(page["indexed_head"], *head, "{page_uri}");
+        let items = page["items"].as_array().expect("items").clone();
+        assert!(items.len() <= limit, "{page_uri}: {} items", items.len());
+        pages.push(items.clone());
+        match &page["next_cursor"] {
+            Value::Null => return pages,
+            Value::String(next) => {
+                assert_eq!(items.len(), limit, "{page_uri}: a page with a next cursor is full");
+                cursor = Some(next.clone());
             }
-            assert!(pages.len() <= 100, "{uri}: pagination does not end");
+            other => panic!("{page_uri}: next_cursor {other}"),
         }
+        assert!(pages.len() <= 100, "{uri}: pagination does not end");
     }
 }
 
@@ -460,7 +498,7 @@ pub(crate) fn indexed_head() -> Value {
     json!({ "number": LAST_BLOCK, "hash": hex0x(block_hash(LAST_BLOCK)) })
 }
 
-fn parse(body: &[u8], what: &str) -> Value {
+pub(crate) fn parse(body: &[u8], what: &str) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|err| panic!("{what}: body is not JSON ({err}): {}", String::from_utf8_lossy(body)))
 }
@@ -480,6 +518,9 @@ pub(crate) fn transfer_json(block: &NormalizedBlock, t: &Transfer) -> Value {
         "to": hex0x(&t.to),
         "amount": t.amount.to_string(),
         "token_id": t.token_id.map(|id| id.to_string()),
+        "from_owner": null,
+        "to_owner": null,
+        "decimals": null,
         "finality": finality(block.ptr.number),
     })
 }
