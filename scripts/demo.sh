@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The demo in one command: local PostgreSQL + anvil + demo traffic + chainmux indexing and serving.
 #
-#   scripts/demo.sh            # gateway on http://127.0.0.1:8080, anvil on 127.0.0.1:8545
+#   scripts/demo.sh                 # gateway on http://127.0.0.1:8080, anvil on 127.0.0.1:8545
+#   DEMO_SOLANA=1 scripts/demo.sh   # the same plus a local Solana node on 127.0.0.1:8899 with SOL/SPL traffic
+#                                   # (the node is built once into ~/.cache; the first build takes several minutes)
 #
 # Environment: DATABASE_URL (default: database "chainmux" on the local server, recreated on every start because
 # the demo chain is new every time),
-# ANVIL_PORT (8545), CHAINMUX_LISTEN (127.0.0.1:8080). Ctrl-C stops everything it started.
+# ANVIL_PORT (8545), SOLANA_PORT (8899), CHAINMUX_LISTEN (127.0.0.1:8080). Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,32 @@ done
 target/debug/demo-traffic --rpc "$ANVIL_URL" --interval-ms 400 &
 pids+=($!)
 
+config=config/local.toml
+if [[ "${DEMO_SOLANA:-0}" == 1 ]]; then
+    solana_node="$(scripts/ensure-solana-node.sh)"
+    solana_port="${SOLANA_PORT:-8899}"
+    export SOLANA_URL="http://127.0.0.1:$solana_port"
+    "$solana_node" --port "$solana_port" >/dev/null &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        curl -sf -X POST -H 'content-type: application/json' \
+            -d '{"jsonrpc":"2.0","id":1,"method":"getHealth"}' "$SOLANA_URL" >/dev/null && break
+        sleep 0.2
+    done
+    # A new scenario (fresh wallets, mints and token accounts) every few seconds.
+    (
+        seed=1
+        while true; do
+            "$(dirname "$solana_node")/chainmux-solana-traffic" --url "$SOLANA_URL" --seed "$seed" >/dev/null ||
+                echo "demo: solana traffic round $seed failed" >&2
+            seed=$((seed + 1))
+            sleep 5
+        done
+    ) &
+    pids+=($!)
+    config=config/local-multichain.toml
+fi
+
 base="http://$CHAINMUX_LISTEN"
 cat >&2 <<MSG
 
@@ -53,7 +81,10 @@ demo: anvil on $ANVIL_URL (a block per second), demo transfers flowing, chainmux
   curl -s -X POST $base/rpc/local -H 'content-type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}'
   target/debug/chainmux status --url $base
   curl -s $base/metrics | grep ^chainmux_
+With DEMO_SOLANA=1 also:
+  curl -s '$base/v1/chains/solana-local/transfers?limit=5'
+  curl -s '$base/v1/chains/solana-local/instructions?limit=5'
 Ctrl-C stops everything.
 
 MSG
-target/debug/chainmux run --config config/local.toml
+target/debug/chainmux run --config "$config"
