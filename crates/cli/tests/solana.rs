@@ -384,3 +384,60 @@ async fn stuck_upstream_and_flaky_get_block() {
     let stored = transfers_by_tx(&pool, &config.chain).await;
     check_transfers(node.url(), &manifest, &stored).await;
 }
+
+/// Upstreams must serve the configured cluster: one answering another genesis hash is excluded with the reason, and
+/// the chain is indexed from the one that matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_of_another_cluster_is_excluded() {
+    let (node, manifest) = scenario().await;
+    let other = SolanaNode::start().await.expect("a second Solana node starts");
+    let genesis = node_rpc(node.url(), "getGenesisHash", json!([])).await;
+    let genesis = genesis.as_str().expect("genesis hash").to_owned();
+    assert_eq!(genesis, manifest.genesis_hash);
+    let db = TestDb::create().await;
+    let mut config = Config::solana(&db.url, &[("other", other.url()), ("surfnet", node.url())]);
+    config.genesis_hash = Some(genesis.clone());
+    let mut chainmux = Chainmux::start(&config).await;
+    chainmux.wait_indexed(manifest.last_slot).await;
+    let chain = chainmux.chain_view().await;
+    let upstreams = chain["upstreams"].as_array().expect("upstreams");
+    let other_view = upstreams.iter().find(|u| u["name"] == "other").expect("other upstream");
+    assert_eq!(other_view["state"], "excluded", "{chain}");
+    let reason = other_view["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("wrong genesis hash") && reason.contains(&genesis), "{chain}");
+    let surfnet = upstreams.iter().find(|u| u["name"] == "surfnet").expect("surfnet upstream");
+    assert_eq!(surfnet["state"], "healthy", "{chain}");
+}
+
+/// SIGKILL in the middle of the backfill, then a restart: the index resumes from its cursor and every row is
+/// stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_indexer_resumes_exactly_once() {
+    let (node, manifest) = scenario().await;
+    let db = TestDb::create().await;
+    let mut config = Config::solana(&db.url, &[("surfnet", node.url())]);
+    config.batch_size = 3;
+    let mut first = Chainmux::start(&config).await;
+    let midway = manifest.first_slot + (manifest.last_slot - manifest.first_slot) / 2;
+    first.wait_indexed(midway).await;
+    first.kill();
+    let pool = connect(&db.url).await;
+    let cursor_after_kill = common::cursor(&pool, &config.chain).await.expect("a cursor");
+    assert!(
+        cursor_after_kill < i64::try_from(manifest.last_slot).expect("slot"),
+        "killed too late to prove anything"
+    );
+
+    let mut second = Chainmux::start(&config).await;
+    second.wait_indexed(manifest.last_slot).await;
+    let stored = transfers_by_tx(&pool, &config.chain).await;
+    check_transfers(node.url(), &manifest, &stored).await;
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT hash FROM transactions WHERE chain = $1 GROUP BY hash HAVING count(*) > 1) d",
+    )
+    .bind(&config.chain)
+    .fetch_one(&pool)
+    .await
+    .expect("duplicates");
+    assert_eq!(duplicates, 0, "a transaction was stored twice");
+}

@@ -69,6 +69,8 @@ pub struct Config {
     pub chain_id: u64,
     /// Solana only: `(name, base58 program id)` of `[[chains.programs]]`.
     pub programs: Vec<(String, String)>,
+    /// Solana only: `chains[].genesis_hash`; `None` leaves the key out.
+    pub genesis_hash: Option<String>,
     /// `(name, url)` in configured order.
     pub upstreams: Vec<(String, String)>,
     pub batch_size: u64,
@@ -96,6 +98,7 @@ impl Config {
             kind: "evm",
             chain_id: 31337,
             programs: Vec::new(),
+            genesis_hash: None,
             upstreams: upstreams.iter().map(|(n, u)| ((*n).to_owned(), (*u).to_owned())).collect(),
             batch_size: 50,
             poll_interval_ms: 100,
@@ -126,8 +129,11 @@ impl Config {
     }
 
     pub fn toml(&self, listen: &str) -> String {
-        let identity =
-            if self.kind == "evm" { format!("chain_id = {}\n", self.chain_id) } else { String::new() };
+        let identity = match (&self.genesis_hash, self.kind) {
+            (_, "evm") => format!("chain_id = {}\n", self.chain_id),
+            (Some(hash), _) => format!("genesis_hash = {}\n", toml_string(hash)),
+            (None, _) => String::new(),
+        };
         let mut text = format!(
             "[database]\nurl = {}\nmax_connections = 5\n\n\
              [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
