@@ -441,3 +441,47 @@ async fn a_killed_indexer_resumes_exactly_once() {
     .expect("duplicates");
     assert_eq!(duplicates, 0, "a transaction was stored twice");
 }
+
+/// A node whose `getHealth` says it is behind is excluded with its own words, and traffic goes elsewhere; once it
+/// reports healthy again it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_node_is_excluded_until_it_recovers() {
+    let (node, manifest) = scenario().await;
+    let behind = FaultProxy::start(node.url()).await;
+    behind
+        .set(Fault::RpcErrorFor {
+            method: "getHealth".into(),
+            code: -32005,
+            message: "Node is behind by 42 slots".into(),
+        })
+        .await;
+    let db = TestDb::create().await;
+    let config = Config::solana(&db.url, &[("behind", behind.url.as_str()), ("surfnet", node.url())]);
+    let mut chainmux = Chainmux::start(&config).await;
+    let upstream_view = |base: String| async move {
+        let chains = common::json_get(&format!("{base}/v1/chains")).await;
+        let chain = chains["chains"].as_array()?.iter().find(|c| c["name"] == "solana-local")?.clone();
+        chain["upstreams"].as_array()?.iter().find(|u| u["name"] == "behind").cloned()
+    };
+    let base = chainmux.base.clone();
+    let view = chainmux
+        .wait_for("the behind upstream excluded", common::INDEX_TIMEOUT, || {
+            let view = upstream_view(base.clone());
+            async move { view.await.filter(|u| u["state"] == "excluded") }
+        })
+        .await;
+    assert_eq!(view["reason"], "unhealthy: Node is behind by 42 slots", "{view}");
+
+    // Excluded, it gets no blocks to fetch although it is first in the configured order.
+    let asked = behind.received("getBlock");
+    chainmux.wait_indexed(manifest.last_slot + 20).await;
+    assert_eq!(behind.received("getBlock"), asked, "an excluded upstream was asked for blocks");
+
+    behind.set(Fault::None).await;
+    chainmux
+        .wait_for("the behind upstream back", common::INDEX_TIMEOUT, || {
+            let view = upstream_view(base.clone());
+            async move { view.await.filter(|u| u["state"] == "healthy").map(|_| ()) }
+        })
+        .await;
+}

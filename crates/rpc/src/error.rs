@@ -106,8 +106,10 @@ impl JsonRpcError {
             return false;
         }
         let message = self.message.to_ascii_lowercase();
+        // -32005 is "limit exceeded" on EVM providers but "node is unhealthy / behind by N slots" on Solana.
+        let node_health = message.contains("unhealthy") || message.contains("behind");
         self.code == 429
-            || self.code == -32005
+            || (self.code == -32005 && !node_health)
             || message.contains("rate limit")
             || message.contains("too many requests")
     }
@@ -236,6 +238,29 @@ mod tests {
         assert!(rpc(-32000, "header not found").is_retryable());
         assert!(rpc(-32601, "the method eth_getBlockReceipts does not exist").is_retryable());
         assert!(rpc(429, "Too Many Requests").is_rate_limit());
+    }
+
+    #[test]
+    fn solana_error_classes() {
+        // A node that cannot serve a slot: another one may.
+        assert!(rpc(-32004, "Block not available for slot 123").is_retryable());
+        assert!(
+            rpc(-32001, "Block 5 cleaned up, does not exist on node. First available block: 9")
+                .is_retryable()
+        );
+        assert!(rpc(-32014, "Block status not yet available for slot 7").is_retryable());
+        assert!(rpc(-32016, "Minimum context slot has not been reached").is_retryable());
+        // Unhealthy is not throttled: it must not bench the node as rate limited.
+        let behind = rpc(-32005, "Node is behind by 42 slots");
+        assert!(behind.is_retryable() && !behind.is_rate_limit());
+        assert!(!rpc(-32005, "Node is unhealthy").is_rate_limit());
+        // "Skipped" is one node's word; the adapter proves skips itself, so the pool hands it back as is.
+        assert!(
+            !rpc(-32007, "Slot 9 was skipped, or missing due to ledger jump to recent snapshot")
+                .is_retryable()
+        );
+        // A bad transaction is the caller's, on every node.
+        assert!(!rpc(-32002, "Transaction simulation failed: Blockhash not found").is_retryable());
     }
 
     #[test]
