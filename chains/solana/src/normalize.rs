@@ -82,7 +82,7 @@ impl std::fmt::Display for InvalidProgramId {
 impl std::error::Error for InvalidProgramId {}
 
 /// Decodes base58 text that must be exactly `N` bytes (addresses, hashes, signatures).
-fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub(crate) fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     match bs58::decode(text).onto(&mut out) {
         Ok(len) if len == N => Some(out),
