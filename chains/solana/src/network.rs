@@ -24,7 +24,7 @@ use solana_rpc_client_api::request::{RpcError as SolanaRpcError, RpcRequest};
 use solana_transaction_status_client_types::UiConfirmedBlock;
 use tracing::info;
 
-use crate::normalize::{ProgramFilter, normalize_block};
+use crate::normalize::{ProgramFilter, decode_array, normalize_block};
 use crate::sender::{PoolSender, pool_error};
 
 /// Slots past the one in question that `block_ptr` looks at to find the next block, whose parent proves a skip.
@@ -297,13 +297,9 @@ impl Network for SolanaNetwork {
 }
 
 fn parse_hash(slot: u64, text: &str) -> Result<B256, NetworkError> {
-    let mut hash = [0u8; 32];
-    match bs58::decode(text).onto(&mut hash) {
-        Ok(32) => Ok(B256::from(hash)),
-        _ => {
-            Err(NetworkError::Malformed(format!("slot {slot}: blockhash {text:?} is not 32 bytes of base58")))
-        }
-    }
+    decode_array::<32>(text).map(B256::from).ok_or_else(|| {
+        NetworkError::Malformed(format!("slot {slot}: blockhash {text:?} is not 32 bytes of base58"))
+    })
 }
 
 /// A `getBlock` failure: a node that cannot serve the slot is asked again (the pool may pick another node);
