@@ -4,13 +4,18 @@
 //! Every REST route serves every chain family in that family's own spelling (`0x` hex on EVM, base58 on Solana);
 //! `/logs` exists on EVM chains and `/instructions` on Solana chains only.
 //!
+//! The JSON-RPC proxy keeps answers that can never change (finalized Solana blocks and transactions, …) in a
+//! bounded in-memory cache; the `cache_policy` module decides what qualifies per chain family.
+//!
 //! Routers are built by [`router`] from an [`AppState`]; the binary serves it, tests drive it with `oneshot`.
 
+mod cache_policy;
 mod error;
 mod metrics_layer;
 mod params;
 mod render;
 mod routes;
+mod rpc_cache;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,13 +71,22 @@ struct Inner {
     config: GatewayConfig,
     draining: AtomicBool,
     metrics: PrometheusHandle,
+    rpc_cache: rpc_cache::RpcCache,
 }
 
 impl AppState {
     pub fn new(store: Store, chains: Vec<ChainHandle>, config: GatewayConfig) -> Self {
         let chains = chains.into_iter().map(|c| (c.spec.name.clone(), c)).collect();
-        let inner =
-            Inner { store, chains, config, draining: AtomicBool::new(false), metrics: metrics_handle() };
+        // Not configurable yet: the defaults are documented on `RpcCacheLimits`.
+        let rpc_cache = rpc_cache::RpcCache::new(rpc_cache::RpcCacheLimits::default());
+        let inner = Inner {
+            store,
+            chains,
+            config,
+            draining: AtomicBool::new(false),
+            metrics: metrics_handle(),
+            rpc_cache,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -91,6 +105,10 @@ impl AppState {
 
     fn config(&self) -> &GatewayConfig {
         &self.inner.config
+    }
+
+    fn rpc_cache(&self) -> &rpc_cache::RpcCache {
+        &self.inner.rpc_cache
     }
 
     fn chain(&self, name: &str) -> Result<&ChainHandle, AppError> {

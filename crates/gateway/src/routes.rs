@@ -14,8 +14,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::cache_policy::{self, Finality};
 use crate::params::{self, Id, QueryParams};
-use crate::{AppError, AppState, READY_TIMEOUT, render};
+use crate::rpc_cache::CacheKey;
+use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
@@ -299,6 +301,12 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 
 /// `POST /rpc/{chain}`: single or batch JSON-RPC, forwarded through the chain's pool. Batch elements run
 /// concurrently, are answered in request order, and fail independently.
+///
+/// Answers that can never change come from the response cache when it has them (see `cache_policy`). A single
+/// request's answer says how in `x-chainmux-cache`: `hit` (served from the cache, no upstream asked:
+/// `x-chainmux-upstream: cache`, `x-chainmux-attempts: 0`), `miss` (cacheable, not in the cache yet: asked
+/// upstream, and kept if the answer qualifies) or `bypass` (never cacheable: writes, account state, heads,
+/// commitments that can still move, …). Invalid requests and notifications carry no such header.
 pub(crate) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -334,21 +342,26 @@ pub(crate) async fn rpc(
                 let message = format!("batch of {} requests exceeds the limit of {max}", items.len());
                 return json_response(StatusCode::OK, &RpcResponse::error(Value::Null, -32600, message));
             }
-            let answers = join_all(items.into_iter().map(|item| forward(&handle.pool, item))).await;
-            let answers: Vec<RpcResponse> = answers.into_iter().filter_map(|(answer, _)| answer).collect();
+            // Each element is looked up in the cache on its own; only the others reach the pool.
+            let answers = join_all(items.into_iter().map(|item| forward(&state, &handle, item))).await;
+            let answers: Vec<RpcResponse> =
+                answers.into_iter().filter_map(|forwarded| forwarded.answer).collect();
             if answers.is_empty() {
                 return StatusCode::NO_CONTENT.into_response();
             }
             json_response(StatusCode::OK, &answers)
         }
         single => {
-            let (answer, trace) = forward(&handle.pool, single).await;
-            let mut response = match answer {
+            let forwarded = forward(&state, &handle, single).await;
+            let mut response = match forwarded.answer {
                 Some(answer) => json_response(StatusCode::OK, &answer),
                 None => StatusCode::NO_CONTENT.into_response(),
             };
-            if let Some(trace) = trace {
+            if let Some(trace) = forwarded.trace {
                 add_trace_headers(&mut response, &trace);
+            }
+            if let Some(cache) = forwarded.cache {
+                response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(cache.as_str()));
             }
             response
         }
@@ -371,7 +384,10 @@ fn add_trace_headers(response: &mut Response, trace: &CallTrace) {
 struct ValidRequest {
     id: Value,
     method: String,
-    params: Box<RawValue>,
+    /// What the cache policy reads and the cache key is made of.
+    params: Value,
+    /// What is sent upstream.
+    raw_params: Box<RawValue>,
     /// No `id`: forwarded, but answered with nothing.
     is_notification: bool,
 }
@@ -405,26 +421,91 @@ fn validate(request: Value) -> Result<ValidRequest, RpcResponse> {
         }
     };
     match serde_json::value::to_raw_value(&params) {
-        Ok(params) => Ok(ValidRequest { id, method, params, is_notification }),
+        Ok(raw_params) => Ok(ValidRequest { id, method, params, raw_params, is_notification }),
         Err(_) => Err(RpcResponse::error(id, -32602, "Invalid params")),
     }
 }
 
-/// Validates and forwards one request. The answer is `None` for a notification, which gets none; the trace is
-/// `None` when the request never reached the pool.
-async fn forward(pool: &chainmux_rpc::Pool, request: Value) -> (Option<RpcResponse>, Option<CallTrace>) {
+/// Response header saying how the cache took part in a single request's answer.
+const CACHE_HEADER: &str = "x-chainmux-cache";
+
+/// How the response cache took part in answering one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheUse {
+    /// Answered from the cache; no upstream was asked.
+    Hit,
+    /// Cacheable, but not in the cache: asked upstream.
+    Miss,
+    /// Not cacheable: the cache was not consulted.
+    Bypass,
+}
+
+impl CacheUse {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// What became of one request.
+struct Forwarded {
+    /// `None` for a notification, which gets no answer.
+    answer: Option<RpcResponse>,
+    /// `None` when the request never reached the pool (invalid); for a cache hit, one naming the cache.
+    trace: Option<CallTrace>,
+    /// `None` for invalid requests and notifications.
+    cache: Option<CacheUse>,
+}
+
+/// Validates one request and answers it from the cache or through the pool.
+async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forwarded {
     let request = match validate(request) {
         Ok(request) => request,
-        Err(answer) => return (Some(answer), None),
+        Err(answer) => return Forwarded { answer: Some(answer), trace: None, cache: None },
     };
-    let (result, trace) = pool.call_traced(&request.method, &request.params).await;
+    let chain = handle.spec.name.as_str();
+    let kind = handle.spec.kind;
+    // The pool keeps no finalized head that holds for every upstream yet (see `Finality::UNKNOWN`).
+    let finality = Finality::UNKNOWN;
+    // A notification gets no answer, so a cached one would be of no use to it: it is just forwarded.
+    let cacheable =
+        !request.is_notification && cache_policy::may_cache(kind, &request.method, &request.params, finality);
+    let key = cacheable.then(|| CacheKey::new(chain, &request.method, &request.params));
+    if let Some(key) = &key {
+        let cached = state.rpc_cache().get(key);
+        let result = if cached.is_some() { "hit" } else { "miss" };
+        metrics::counter!("chainmux_rpc_cache_total", "chain" => chain.to_owned(), "result" => result)
+            .increment(1);
+        if let Some(result) = cached {
+            let answer = RpcResponse { jsonrpc: "2.0", id: request.id, result: Some(result), error: None };
+            let trace = CallTrace { upstream: Some("cache".to_owned()), attempts: 0, hedges: 0 };
+            return Forwarded { answer: Some(answer), trace: Some(trace), cache: Some(CacheUse::Hit) };
+        }
+    }
+
+    let (result, trace) = handle.pool.call_traced(&request.method, &request.raw_params).await;
     let id = request.id;
     let answer = match result {
-        Ok(result) => RpcResponse { jsonrpc: "2.0", id, result: Some(result), error: None },
+        Ok(result) => {
+            if let Some(key) = key
+                && cache_policy::keeps(kind, &request.method, &request.params, &result, finality)
+            {
+                state.rpc_cache().insert(key, result.clone());
+            }
+            RpcResponse { jsonrpc: "2.0", id, result: Some(result), error: None }
+        }
         Err(err) => {
             tracing::debug!(%err, method = %request.method, "proxied request failed");
             RpcResponse { jsonrpc: "2.0", id, result: None, error: Some(err.to_client_error()) }
         }
     };
-    ((!request.is_notification).then_some(answer), Some(trace))
+    let cache = match (request.is_notification, cacheable) {
+        (true, _) => None,
+        (false, true) => Some(CacheUse::Miss),
+        (false, false) => Some(CacheUse::Bypass),
+    };
+    Forwarded { answer: (!request.is_notification).then_some(answer), trace: Some(trace), cache }
 }

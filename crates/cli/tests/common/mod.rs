@@ -71,6 +71,8 @@ pub struct Config {
     pub programs: Vec<(String, String)>,
     /// Solana only: `chains[].genesis_hash`; `None` leaves the key out.
     pub genesis_hash: Option<String>,
+    /// More arguments of `chainmux run`, e.g. `--no-indexer`.
+    pub run_args: Vec<&'static str>,
     /// `(name, url)` in configured order.
     pub upstreams: Vec<(String, String)>,
     pub batch_size: u64,
@@ -99,6 +101,7 @@ impl Config {
             chain_id: 31337,
             programs: Vec::new(),
             genesis_hash: None,
+            run_args: Vec::new(),
             upstreams: upstreams.iter().map(|(n, u)| ((*n).to_owned(), (*u).to_owned())).collect(),
             batch_size: 50,
             poll_interval_ms: 100,
@@ -239,6 +242,7 @@ impl Chainmux {
         let stdout = log.try_clone().unwrap_or_else(|err| panic!("cannot duplicate the log handle: {err}"));
         let child = chainmux_command()
             .arg("run")
+            .args(&config.run_args)
             .arg("--config")
             .arg(&config_path)
             .env("CHAINMUX_LOG", "info,sqlx=warn")

@@ -529,20 +529,38 @@ fn spl_transfer(
     Ok(token_ix::transfer(&token.program, from, to, authority, &[], amount)?)
 }
 
+/// Sends of one step when the node does not know the blockhash it handed out.
+const BLOCKHASH_ATTEMPTS: u32 = 10;
+
 fn send_step(client: &RpcClient, step: Step<'_>) -> Result<TxRecord> {
     let Step { label, instructions, fee_payer, signers, expect_success, transfers, inner_transfers } = step;
-    let blockhash: Hash =
-        client.get_latest_blockhash().with_context(|| format!("{label}: getLatestBlockhash"))?;
     let mut all_signers: Vec<&Keypair> = vec![fee_payer];
     all_signers.extend(signers);
-    let tx =
-        Transaction::new_signed_with_payer(&instructions, Some(&fee_payer.pubkey()), &all_signers, blockhash);
     // Preflight off only where the transaction is meant to fail: it must land with its error.
     let config =
         RpcSendTransactionConfig { skip_preflight: !expect_success, ..RpcSendTransactionConfig::default() };
-    let signature = client
-        .send_transaction_with_config(&tx, config)
-        .with_context(|| format!("{label}: sendTransaction"))?;
+    // On a loaded machine the node sometimes rejects the blockhash it has just handed out ("Blockhash not found"):
+    // the transaction did not land, so it is signed again with a fresh one, as wallets do.
+    let mut attempt = 0;
+    let signature = loop {
+        attempt += 1;
+        let blockhash: Hash =
+            client.get_latest_blockhash().with_context(|| format!("{label}: getLatestBlockhash"))?;
+        let tx = Transaction::new_signed_with_payer(
+            &instructions,
+            Some(&fee_payer.pubkey()),
+            &all_signers,
+            blockhash,
+        );
+        match client.send_transaction_with_config(&tx, config) {
+            Ok(signature) => break signature,
+            Err(err) if attempt < BLOCKHASH_ATTEMPTS && err.to_string().contains("Blockhash not found") => {
+                eprintln!("chainmux-solana-traffic: {label}: blockhash not found; signing again");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            Err(err) => return Err(err).with_context(|| format!("{label}: sendTransaction")),
+        }
+    };
     let (slot, err) = wait_confirmed(client, &signature).with_context(|| format!("{label}: {signature}"))?;
     let success = err.is_none();
     if success != expect_success {
