@@ -29,8 +29,12 @@ fn main() {
         }
     }
     let budget = Duration::from_secs_f64(seconds);
-    let filter = ProgramFilter::from_base58(["TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"]).expect("program id");
-    println!("{:<34} {:>6} {:>14} {:>14} {:>16}", "fixture", "txs", "decode blk/s", "+norm blk/s", "+norm tx/s");
+    let filter =
+        ProgramFilter::from_base58(["TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"]).expect("program id");
+    println!(
+        "{:<34} {:>6} {:>14} {:>14} {:>16}",
+        "fixture", "txs", "decode blk/s", "+norm blk/s", "+norm tx/s"
+    );
     for (name, slot) in FIXTURES {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

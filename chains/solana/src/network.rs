@@ -5,6 +5,7 @@
 //! treated as skipped when the chain itself proves it: `getBlocks` leaves it out *and* the next block's
 //! `parentSlot` jumps over it. Anything less is an error to retry, never a silent gap.
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 
@@ -22,7 +23,7 @@ use solana_rpc_client::rpc_client::RpcClientConfig;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
 use solana_rpc_client_api::request::{RpcError as SolanaRpcError, RpcRequest};
 use solana_transaction_status_client_types::UiConfirmedBlock;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::normalize::{ProgramFilter, decode_array, normalize_block};
 use crate::sender::{PoolSender, pool_error};
@@ -254,11 +255,47 @@ impl Network for SolanaNetwork {
     async fn fetch(&self, range: RangeInclusive<u64>) -> Result<Vec<NormalizedBlock>, NetworkError> {
         let start = *range.start();
         let slots = self.produced_slots(range.clone()).await?;
-        let mut blocks: Vec<NormalizedBlock> = stream::iter(slots.iter().copied())
+        let fetched: Vec<NormalizedBlock> = stream::iter(slots.iter().copied())
             .map(|slot| self.fetch_one(slot))
             .buffered(self.options.fetch_concurrency.max(1))
             .try_collect()
             .await?;
+        // A block whose parent slot lies in the range but was not listed proves the listing incomplete (a node
+        // that lacks some slots answered `getBlocks`): the parent exists, so it is fetched too — from whichever
+        // upstream has it — instead of failing the whole range.
+        let mut by_slot: BTreeMap<u64, NormalizedBlock> =
+            fetched.into_iter().map(|b| (b.ptr.number, b)).collect();
+        // Parents below the node's first block (the first block a node has names a parent it never had) are
+        // not asked for; the linking below accepts them.
+        let mut floor: Option<u64> = None;
+        let mut added = 0;
+        loop {
+            let unlisted = |by_slot: &BTreeMap<u64, NormalizedBlock>, floor: u64| {
+                by_slot
+                    .values()
+                    .filter_map(|b| b.parent.map(|p| p.number))
+                    .find(|p| range.contains(p) && *p >= floor && !by_slot.contains_key(p))
+            };
+            if unlisted(&by_slot, 0).is_none() {
+                break;
+            }
+            let floor = match floor {
+                Some(floor) => floor,
+                None => *floor.insert(self.first_available_slot().await?),
+            };
+            let Some(missing) = unlisted(&by_slot, floor) else { break };
+            added += 1;
+            if added > range.end() - start + 1 {
+                return Err(NetworkError::Inconsistent(format!(
+                    "slots {start}..={}: parent slots do not settle",
+                    range.end()
+                )));
+            }
+            warn!(chain = %self.spec.name, slot = missing, "a block names an unlisted parent slot; fetching it");
+            let block = self.fetch_one(missing).await?;
+            by_slot.insert(missing, block);
+        }
+        let mut blocks: Vec<NormalizedBlock> = by_slot.into_values().collect();
         // The parent slots prove the listed slots complete: each block's parent is the block before it, and the
         // first one's parent lies below the range. A slot the node left out of `getBlocks` shows up here as a
         // parent slot that is not the previous block.
@@ -330,6 +367,8 @@ fn network_error(err: ClientError) -> NetworkError {
     NetworkError::Upstream { message: err.to_string(), retryable }
 }
 
+/// A failure of the pool itself (every upstream failed or none is eligible): the pool has done its retries, but
+/// the same call may well succeed once an upstream recovers, so the indexer waits and asks again — as on EVM.
 fn upstream(err: &RpcError) -> NetworkError {
-    NetworkError::Upstream { message: err.to_string(), retryable: err.is_retryable() }
+    NetworkError::Upstream { message: err.to_string(), retryable: true }
 }

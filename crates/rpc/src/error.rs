@@ -65,8 +65,10 @@ impl JsonRpcError {
                     "try again",
                     "overloaded",
                     // Solana: this node lacks the slot (pruned, not replayed yet, behind); another may have it.
-                    // "was skipped" (-32007/-32009) is deliberately absent: whether a slot was skipped is proven by
-                    // the adapter from `getBlocks` and parent slots, not taken from one node's word.
+                    // "Skipped, or missing" (-32007/-32009) is one node's word too: a node that jumped to a snapshot
+                    // or lacks long-term storage says it for slots that have blocks. Whether a slot was skipped is
+                    // proven by the adapter from `getBlocks` and parent slots; here it only means "ask another".
+                    "was skipped",
                     "cleaned up",
                     "not available",
                     "not yet available",
@@ -254,11 +256,12 @@ mod tests {
         let behind = rpc(-32005, "Node is behind by 42 slots");
         assert!(behind.is_retryable() && !behind.is_rate_limit());
         assert!(!rpc(-32005, "Node is unhealthy").is_rate_limit());
-        // "Skipped" is one node's word; the adapter proves skips itself, so the pool hands it back as is.
+        // "Skipped" is one node's word: another node may have the block.
         assert!(
-            !rpc(-32007, "Slot 9 was skipped, or missing due to ledger jump to recent snapshot")
+            rpc(-32007, "Slot 9 was skipped, or missing due to ledger jump to recent snapshot")
                 .is_retryable()
         );
+        assert!(rpc(-32009, "Slot 9 was skipped, or missing in long-term storage").is_retryable());
         // A bad transaction is the caller's, on every node.
         assert!(!rpc(-32002, "Transaction simulation failed: Blockhash not found").is_retryable());
     }

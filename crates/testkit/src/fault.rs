@@ -4,10 +4,12 @@
 //! It sits between the code under test and a real node (usually an [`Anvil`](crate::Anvil)): with
 //! [`Fault::None`] it is a transparent HTTP proxy to the target; [`FaultProxy::set`] switches it at runtime to
 //! refuse connections, hang, answer late, answer with an HTTP error status, a non-JSON body or a JSON-RPC error,
-//! lag behind the target's head, or report another chain id. It counts what it receives, so a test can tell
-//! which upstream a call reached and how often.
+//! lag behind the target's head, or report another chain id. In front of a Solana node it can also serve a
+//! fabricated view of the node's chain — skipped slots and forks, which a single local node never produces — or
+//! a node that lacks one slot. It counts what it receives, so a test can tell which upstream a call reached and
+//! how often.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -91,6 +93,46 @@ pub enum Fault {
     /// A Solana node stuck at this slot: `getSlot` (any commitment) answers it, `getBlock` answers `null` above
     /// it and `getBlocks` lists nothing above it. Everything else is proxied.
     StuckSlot(u64),
+    /// A fabricated view of the target Solana node's chain, for skipped slots and forks:
+    /// - `getBlocks` and `getBlocksWithLimit` leave the `skipped` slots out (`getBlocksWithLimit` still lists up
+    ///   to its limit of the others);
+    /// - `getBlock` of a `skipped` slot answers `-32007` "Slot {s} was skipped, or missing due to ledger jump to
+    ///   recent snapshot", as a real node does for a skipped slot;
+    /// - every other `getBlock` result is re-linked: `parentSlot` becomes the nearest lower block that is not
+    ///   skipped (found by following the target's own parent slots), and `previousBlockhash` that block's
+    ///   `blockhash` as this view serves it (asked of the target with `transactionDetails: "none"` at the call's
+    ///   commitment; left as served when the target has no such block). With `branch` other than 0, `blockhash`
+    ///   (and `previousBlockhash` where the parent is re-hashed too) of every slot from `from_slot` on is
+    ///   replaced by [`Fault::branch_hash`]: another valid 32-byte hash, the same for the same block and branch.
+    ///   `blockHeight` and the transactions stay as served.
+    ///
+    /// Everything else is proxied. `SolanaView { branch: 0, from_slot: u64::MAX, skipped }` is the node's chain
+    /// with some slots skipped; switching `branch` or `skipped` while a client follows the chain is a fork whose
+    /// common ancestor is the last block below both `from_slot` and the newly skipped slots. Note that a target
+    /// whose `previousBlockhash` does not match its parent's `blockhash` (the local surfpool node) serves
+    /// consistent links through this view.
+    SolanaView { branch: u64, from_slot: u64, skipped: BTreeSet<u64> },
+    /// A Solana node that cannot serve this one slot but does not lie about the chain: `getBlocks` and
+    /// `getBlocksWithLimit` leave it out and `getBlock` of it answers `-32007` (as [`Fault::SolanaView`] does for
+    /// a skipped slot), while the next block's `parentSlot` still names it. Everything else is proxied.
+    HideSlot(u64),
+}
+
+impl Fault {
+    /// The `blockhash` [`Fault::SolanaView`] serves on `branch` for a block the target serves with `served`
+    /// (base58): the 32 bytes with the first 8 XORed with `branch` (little-endian), base58 again. `branch` 0, or a
+    /// text that is not 32 bytes of base58, gives `served` back unchanged.
+    pub fn branch_hash(served: &str, branch: u64) -> String {
+        match base58_decode_32(served) {
+            Some(mut bytes) if branch != 0 => {
+                for (byte, mask) in bytes.iter_mut().zip(branch.to_le_bytes()) {
+                    *byte ^= mask;
+                }
+                base58_encode(&bytes)
+            }
+            _ => served.to_owned(),
+        }
+    }
 }
 
 /// A running fault-injecting proxy on `127.0.0.1` in front of one target URL. Dropping it stops the server and
@@ -413,7 +455,9 @@ async fn answer(shared: &Shared, fault: Fault, body: Bytes, request: Option<Valu
         | Fault::LogsRangeLimit(_)
         | Fault::RpcErrorFor { .. }
         | Fault::EveryNth { .. }
-        | Fault::StuckSlot(_) => {
+        | Fault::StuckSlot(_)
+        | Fault::SolanaView { .. }
+        | Fault::HideSlot(_) => {
             match request {
                 Some(request) => per_call(shared, &fault, request).await,
                 // Not JSON: let the target give its parse error.
@@ -533,8 +577,8 @@ enum Plan {
     Forward(Option<Value>, Post),
 }
 
-/// A correction applied to the target's `result` under [`Fault::Lag`].
-#[derive(Clone, Copy)]
+/// A correction applied to the target's `result` under [`Fault::Lag`] and the Solana faults.
+#[derive(Clone)]
 enum Post {
     None,
     /// A block object: `null` when its number is above this height.
@@ -550,6 +594,15 @@ enum Post {
     LogsAtMost(u64),
     /// A list of Solana slots: only those at or below this one.
     SlotsAtMost(u64),
+    /// A list of Solana slots: without the ones a [`SlotView`] leaves out, at most `limit` of them when given.
+    OmitSlots {
+        limit: Option<usize>,
+    },
+    /// The Solana block at `slot` (asked at `commitment`), re-linked and re-hashed as a [`SlotView`] serves it.
+    ViewBlock {
+        slot: u64,
+        commitment: Option<Value>,
+    },
 }
 
 /// Answers a single or batch request call by call, asking the target (in one request) for the calls the fault
@@ -633,7 +686,7 @@ async fn per_call(shared: &Shared, fault: &Fault, request: Value) -> Response {
                 error_object(Value::Null, -32603, "fault proxy: the target did not answer this call")
             });
             if let Some(result) = reply.get_mut("result")
-                && let Err(response) = apply(shared, post, result).await
+                && let Err(response) = apply(shared, fault, post, result).await
             {
                 return response;
             }
@@ -671,6 +724,10 @@ fn plan(fault: &Fault, visible: Option<u64>, method: &str, params: Value, nth: O
             Plan::Error(*code, message.clone())
         }
         (Fault::StuckSlot(slot), _) => plan_stuck_slot(*slot, method, params),
+        (Fault::SolanaView { .. } | Fault::HideSlot(_), _) => match SlotView::of(fault) {
+            Some(view) => plan_slot_view(&view, method, params),
+            None => Plan::Forward(None, Post::None),
+        },
         (Fault::ChainId(id), _) if method == "eth_chainId" => Plan::Result(quantity(*id)),
         (Fault::Lag(_), Some(visible)) => plan_lag(visible, method, params),
         (Fault::LogsRangeLimit(max), head) if method == "eth_getLogs" => plan_logs_limit(*max, head, &params),
@@ -687,6 +744,123 @@ fn plan_stuck_slot(slot: u64, method: &str, params: Value) -> Plan {
         "getBlocks" => Plan::Forward(None, Post::SlotsAtMost(slot)),
         _ => Plan::Forward(None, Post::None),
     }
+}
+
+/// What [`Fault::SolanaView`] or [`Fault::HideSlot`] changes in the chain the target serves.
+struct SlotView {
+    /// Slots left out of `getBlocks`, whose `getBlock` answers `-32007`.
+    missing: BTreeSet<u64>,
+    /// `SolanaView`: blocks are re-linked over missing slots, and re-hashed on `branch` from `from_slot` on.
+    /// `HideSlot`: `None`, blocks are served as they are.
+    relink: Option<(u64, u64)>,
+}
+
+impl SlotView {
+    fn of(fault: &Fault) -> Option<SlotView> {
+        match fault {
+            Fault::SolanaView { branch, from_slot, skipped } => {
+                Some(SlotView { missing: skipped.clone(), relink: Some((*branch, *from_slot)) })
+            }
+            Fault::HideSlot(slot) => Some(SlotView { missing: BTreeSet::from([*slot]), relink: None }),
+            _ => None,
+        }
+    }
+
+    /// The `blockhash` this view serves at `slot` for a block the target serves with `served`.
+    fn hash(&self, slot: u64, served: &str) -> String {
+        match self.relink {
+            Some((branch, from_slot)) if slot >= from_slot => Fault::branch_hash(served, branch),
+            _ => served.to_owned(),
+        }
+    }
+}
+
+/// The error a Solana node answers `getBlock` with for a skipped slot.
+fn skipped_slot_error(slot: u64) -> Plan {
+    Plan::Error(-32007, format!("Slot {slot} was skipped, or missing due to ledger jump to recent snapshot"))
+}
+
+fn plan_slot_view(view: &SlotView, method: &str, params: Value) -> Plan {
+    let first = params.get(0).and_then(Value::as_u64);
+    match method {
+        "getBlocks" => Plan::Forward(None, Post::OmitSlots { limit: None }),
+        "getBlocksWithLimit" => {
+            let limit = params.get(1).and_then(Value::as_u64);
+            match (first, limit) {
+                // Ask for as many more as could be left out, so that the answer still fills the limit.
+                (Some(start), Some(limit)) => {
+                    let extra = view.missing.range(start..).count() as u64;
+                    let mut params = params;
+                    if let Some(asked) = params.get_mut(1) {
+                        *asked = json!(limit.saturating_add(extra));
+                    }
+                    let limit = usize::try_from(limit).ok();
+                    Plan::Forward(Some(params), Post::OmitSlots { limit })
+                }
+                _ => Plan::Forward(None, Post::OmitSlots { limit: None }),
+            }
+        }
+        "getBlock" => match first {
+            Some(slot) if view.missing.contains(&slot) => skipped_slot_error(slot),
+            Some(slot) if view.relink.is_some() => {
+                let commitment = params.get(1).and_then(|config| config.get("commitment")).cloned();
+                Plan::Forward(None, Post::ViewBlock { slot, commitment })
+            }
+            _ => Plan::Forward(None, Post::None),
+        },
+        _ => Plan::Forward(None, Post::None),
+    }
+}
+
+/// [`Post::ViewBlock`]: re-links the block at `slot` over the view's missing slots and re-hashes it.
+async fn view_block(
+    shared: &Shared,
+    view: &SlotView,
+    slot: u64,
+    commitment: Option<Value>,
+    block: &mut Value,
+) -> Result<(), Response> {
+    let Some(block) = block.as_object_mut() else { return Ok(()) };
+    if let Some(hash) = block.get("blockhash").and_then(Value::as_str) {
+        let hash = view.hash(slot, hash);
+        block.insert("blockhash".into(), Value::String(hash));
+    }
+    let Some(mut parent) = block.get("parentSlot").and_then(Value::as_u64) else { return Ok(()) };
+    let mut config = json!({
+        "encoding": "json",
+        "transactionDetails": "none",
+        "rewards": false,
+        "maxSupportedTransactionVersion": 0,
+    });
+    if let Some(commitment) = commitment {
+        config["commitment"] = commitment;
+    }
+    // Follow the target's parent links down to a block this view serves: the nearest lower one not left out.
+    let parent_hash = loop {
+        let served = shared.call_result("getBlock", json!([parent, config])).await?;
+        let served_parent = served.get("parentSlot").and_then(Value::as_u64);
+        match (served.get("blockhash").and_then(Value::as_str), served_parent) {
+            (Some(hash), _) if !view.missing.contains(&parent) => break Some(view.hash(parent, hash)),
+            (Some(_), Some(next)) if next < parent => parent = next,
+            // The target has no such block (below its first one, or not produced at this commitment).
+            _ => break None,
+        }
+    };
+    block.insert("parentSlot".into(), json!(parent));
+    if let Some(hash) = parent_hash {
+        block.insert("previousBlockhash".into(), Value::String(hash));
+    }
+    Ok(())
+}
+
+/// Exactly 32 bytes of base58 (Solana hashes and addresses); `None` for anything else.
+fn base58_decode_32(text: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    matches!(bs58::decode(text).onto(&mut bytes), Ok(32)).then_some(bytes)
+}
+
+fn base58_encode(bytes: &[u8]) -> String {
+    bs58::encode(bytes).into_string()
 }
 
 /// The `fromBlock..=toBlock` of an `eth_getLogs` filter, `latest`/`pending`/missing bounds meaning `head`;
@@ -802,7 +976,7 @@ fn plan_lag(visible: u64, method: &str, mut params: Value) -> Plan {
     }
 }
 
-async fn apply(shared: &Shared, post: Post, result: &mut Value) -> Result<(), Response> {
+async fn apply(shared: &Shared, fault: &Fault, post: Post, result: &mut Value) -> Result<(), Response> {
     let number = |value: &Value, key: &str| value.get(key).and_then(quantity_of);
     match post {
         Post::None => {}
@@ -833,6 +1007,254 @@ async fn apply(shared: &Shared, post: Post, result: &mut Value) -> Result<(), Re
                 slots.retain(|s| s.as_u64().is_none_or(|s| s <= slot));
             }
         }
+        Post::OmitSlots { limit } => {
+            if let (Some(view), Some(slots)) = (SlotView::of(fault), result.as_array_mut()) {
+                slots.retain(|s| s.as_u64().is_none_or(|s| !view.missing.contains(&s)));
+                if let Some(limit) = limit {
+                    slots.truncate(limit);
+                }
+            }
+        }
+        Post::ViewBlock { slot, commitment } => {
+            if let Some(view) = SlotView::of(fault) {
+                view_block(shared, &view, slot, commitment, result).await?;
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Solana views against a small fake Solana node whose chain is known exactly: blocks at slots 10..=20,
+    //! each naming slot − 1 as its parent, with a `previousBlockhash` that links nothing (as surfpool's may not).
+
+    use super::*;
+
+    const FIRST: u64 = 10;
+    const LAST: u64 = 20;
+
+    /// The fake node's hash of the block at `slot`.
+    fn hash(slot: u64) -> String {
+        base58_encode(&[u8::try_from(slot).expect("small slot"); 32])
+    }
+
+    fn fake_answer(call: &Value) -> Value {
+        let id = call["id"].clone();
+        let params = &call["params"];
+        let produced = |from: u64, to: u64| (from.max(FIRST)..=to.min(LAST)).collect::<Vec<u64>>();
+        let result = match call["method"].as_str() {
+            Some("getBlocks") => {
+                json!(produced(params[0].as_u64().expect("start"), params[1].as_u64().unwrap_or(LAST)))
+            }
+            Some("getBlocksWithLimit") => {
+                let start = params[0].as_u64().expect("start");
+                let limit = params[1].as_u64().expect("limit");
+                json!(produced(start, LAST).into_iter().take(limit as usize).collect::<Vec<_>>())
+            }
+            Some("getBlock") => {
+                let slot = params[0].as_u64().expect("slot");
+                if !(FIRST..=LAST).contains(&slot) {
+                    return error_object(
+                        id,
+                        -32602,
+                        &format!("Requested {slot} is before the first local slot"),
+                    );
+                }
+                json!({
+                    "blockhash": hash(slot),
+                    "previousBlockhash": "broken",
+                    "parentSlot": slot - 1,
+                    "blockHeight": slot,
+                })
+            }
+            Some("getSlot") => json!(LAST),
+            _ => return error_object(id, -32601, "Method not found"),
+        };
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+    }
+
+    async fn fake_node(body: Bytes) -> Response {
+        let request: Value = serde_json::from_slice(&body).expect("JSON request");
+        let answer = match request {
+            Value::Array(calls) => Value::Array(calls.iter().map(fake_answer).collect()),
+            call => fake_answer(&call),
+        };
+        json_response(&answer)
+    }
+
+    async fn start_fake_node() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let app = Router::new().fallback(fake_node);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, task)
+    }
+
+    async fn rpc(url: &str, body: Value) -> Value {
+        crate::install_crypto_provider();
+        let client = plain_http_client().build().expect("HTTP client");
+        let response = client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+    }
+
+    fn call(id: u64, method: &str, params: Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    }
+
+    async fn result(url: &str, method: &str, params: Value) -> Value {
+        let answer = rpc(url, call(7, method, params)).await;
+        assert_eq!(answer["id"], 7, "{answer}");
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    fn block_config() -> Value {
+        json!({"encoding": "json", "transactionDetails": "full", "commitment": "confirmed"})
+    }
+
+    async fn block(url: &str, slot: u64) -> Value {
+        result(url, "getBlock", json!([slot, block_config()])).await
+    }
+
+    #[test]
+    fn base58_of_exactly_32_bytes() {
+        let surfpool = "SURFNETxSAFEHASHxxxxxxxxxxxxxxxxxxxxxxxxx28";
+        let decoded = base58_decode_32(surfpool).expect("a surfpool hash is 32 bytes");
+        assert_eq!(base58_encode(&decoded), surfpool);
+        assert_eq!(base58_decode_32(&base58_encode(&[7u8; 31])), None);
+        assert_eq!(base58_decode_32(&base58_encode(&[7u8; 33])), None);
+        assert_eq!(base58_decode_32("0OIl"), None);
+        assert_eq!(base58_decode_32(""), None);
+    }
+
+    #[test]
+    fn branch_hashes_differ_per_branch_and_stay_32_bytes() {
+        let served = hash(15);
+        assert_eq!(Fault::branch_hash(&served, 0), served);
+        let one = Fault::branch_hash(&served, 1);
+        let two = Fault::branch_hash(&served, 2);
+        assert!(one != served && two != served && one != two);
+        assert_eq!(Fault::branch_hash(&served, 1), one, "not deterministic");
+        let mut expected = [15u8; 32];
+        expected[0] ^= 2;
+        assert_eq!(base58_decode_32(&two), Some(expected));
+        assert_eq!(Fault::branch_hash("not-a-hash", 1), "not-a-hash");
+    }
+
+    #[tokio::test]
+    async fn solana_view_skips_slots_and_relinks_the_blocks_around_them() {
+        let (node, _server) = start_fake_node().await;
+        let proxy = FaultProxy::start(&node).await;
+        let url = proxy.url.clone();
+        proxy
+            .set(Fault::SolanaView { branch: 0, from_slot: u64::MAX, skipped: BTreeSet::from([13, 14, 18]) })
+            .await;
+
+        let slots = result(&url, "getBlocks", json!([11, 19, {"commitment": "confirmed"}])).await;
+        assert_eq!(slots, json!([11, 12, 15, 16, 17, 19]));
+        let slots = result(&url, "getBlocksWithLimit", json!([12, 4, {"commitment": "confirmed"}])).await;
+        assert_eq!(slots, json!([12, 15, 16, 17]), "the limit counts only the slots served");
+
+        let skipped = rpc(&url, call(3, "getBlock", json!([14, block_config()]))).await;
+        assert_eq!(skipped["id"], 3);
+        assert_eq!(skipped["error"]["code"], -32007, "{skipped}");
+        assert_eq!(
+            skipped["error"]["message"],
+            "Slot 14 was skipped, or missing due to ledger jump to recent snapshot"
+        );
+
+        // Over the skipped run: the parent is the block below it, with that block's hash.
+        let after = block(&url, 15).await;
+        assert_eq!(after["parentSlot"], 12, "{after}");
+        assert_eq!(after["previousBlockhash"], hash(12).as_str(), "{after}");
+        assert_eq!(after["blockhash"], hash(15).as_str(), "branch 0 keeps the hashes");
+        assert_eq!(after["blockHeight"], 15);
+        // Elsewhere the links are the target's parent slots, with consistent hashes.
+        let plain = block(&url, 12).await;
+        assert_eq!(
+            (plain["parentSlot"].as_u64(), plain["previousBlockhash"].as_str()),
+            (Some(11), Some(&*hash(11)))
+        );
+        // The target's first block: its parent cannot be asked for, so the link stays as served.
+        let first = block(&url, FIRST).await;
+        assert_eq!(
+            (first["parentSlot"].as_u64(), first["previousBlockhash"].as_str()),
+            (Some(9), Some("broken"))
+        );
+
+        // In a batch, each call gets its own answer and id.
+        let batch = rpc(
+            &url,
+            json!([
+                call(1, "getBlock", json!([18, block_config()])),
+                call(2, "getBlock", json!([19, block_config()])),
+                call(5, "getSlot", json!([]))
+            ]),
+        )
+        .await;
+        assert_eq!(batch[0]["id"], 1);
+        assert_eq!(batch[0]["error"]["code"], -32007, "{batch}");
+        assert_eq!(batch[1]["id"], 2);
+        assert_eq!(batch[1]["result"]["parentSlot"], 17, "{batch}");
+        assert_eq!(batch[1]["result"]["previousBlockhash"], hash(17).as_str());
+        assert_eq!(batch[2]["result"], LAST);
+    }
+
+    #[tokio::test]
+    async fn solana_view_branch_rehashes_from_its_first_slot() {
+        let (node, _server) = start_fake_node().await;
+        let proxy = FaultProxy::start(&node).await;
+        let url = proxy.url.clone();
+        proxy.set(Fault::SolanaView { branch: 3, from_slot: 16, skipped: BTreeSet::from([17]) }).await;
+
+        let below = block(&url, 15).await;
+        assert_eq!(below["blockhash"], hash(15).as_str(), "below from_slot nothing changes");
+        let first = block(&url, 16).await;
+        let rehashed = Fault::branch_hash(&hash(16), 3);
+        assert_ne!(rehashed, hash(16));
+        assert_eq!(first["blockhash"], rehashed.as_str());
+        assert_eq!(first["previousBlockhash"], hash(15).as_str(), "the common ancestor keeps its hash");
+        let next = block(&url, 18).await;
+        assert_eq!(next["parentSlot"], 16);
+        assert_eq!(next["previousBlockhash"], rehashed.as_str());
+        assert_eq!(next["blockhash"], Fault::branch_hash(&hash(18), 3).as_str());
+
+        // Switching back to branch 0 serves the original chain again.
+        proxy.set(Fault::SolanaView { branch: 0, from_slot: 16, skipped: BTreeSet::new() }).await;
+        let back = block(&url, 18).await;
+        assert_eq!((back["blockhash"].as_str(), back["parentSlot"].as_u64()), (Some(&*hash(18)), Some(17)));
+    }
+
+    #[tokio::test]
+    async fn hide_slot_leaves_the_slot_out_but_not_the_links() {
+        let (node, _server) = start_fake_node().await;
+        let proxy = FaultProxy::start(&node).await;
+        let url = proxy.url.clone();
+        proxy.set(Fault::HideSlot(14)).await;
+
+        let slots = result(&url, "getBlocks", json!([12, 16])).await;
+        assert_eq!(slots, json!([12, 13, 15, 16]));
+        let slots = result(&url, "getBlocksWithLimit", json!([13, 2])).await;
+        assert_eq!(slots, json!([13, 15]));
+        let hidden = rpc(&url, call(1, "getBlock", json!([14, block_config()]))).await;
+        assert_eq!(hidden["error"]["code"], -32007, "{hidden}");
+        let next = block(&url, 15).await;
+        assert_eq!(next["parentSlot"], 14, "the next block still names the hidden slot");
+        assert_eq!(next["previousBlockhash"], "broken", "nothing is rewritten");
+        assert_eq!(next["blockhash"], hash(15).as_str());
+
+        proxy.set(Fault::None).await;
+        assert_eq!(block(&url, 14).await["blockhash"], hash(14).as_str());
+    }
 }

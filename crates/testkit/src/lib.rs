@@ -1,11 +1,13 @@
-//! Test-only support for chainmux: real anvil and Postgres, fixtures, chain builders.
+//! Test-only support for chainmux: real anvil, a real local Solana node, Postgres, fixtures, chain builders.
 //!
 //! Everything here talks to real processes: [`Anvil`] spawns an `anvil` dev node,
 //! [`TestDb`] creates a throwaway database on a real PostgreSQL server, [`Eth`] is a
 //! minimal raw JSON-RPC client, and [`populate_transfers`] deploys the Solidity test
 //! contracts in `contracts/` and fills a chain with a known mix of token transfers.
+//! [`solana`] runs the local Solana JSON-RPC node and sends it a known scenario of SOL and SPL traffic.
 //! [`FaultProxy`] stands between code under test and a node to inject the failures a real node
-//! cannot produce on demand (refused connections, hangs, HTTP errors, garbage, lag, a wrong chain id).
+//! cannot produce on demand (refused connections, hangs, HTTP errors, garbage, lag, a wrong chain id,
+//! Solana skipped slots, forks and slots a node cannot serve).
 //!
 //! The tools come from `scripts/ensure-tools.sh`; nothing here is meant for production code.
 
