@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chainmux_testkit::solana::{SolanaNode, TrafficManifest, TrafficTransfer, run_traffic};
 use chainmux_testkit::{Fault, FaultProxy, TestDb};
-use common::{Chainmux, Config, collect_pages, connect, http, rpc_request};
+use common::{Chainmux, Config, collect_pages, connect, node_rpc};
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -74,21 +74,6 @@ async fn transfers_by_tx(pool: &sqlx::PgPool, chain: &str) -> BTreeMap<String, V
         by_tx.entry(b58(&row.get::<Vec<u8>, _>("tx_hash"))).or_default().push(moved);
     }
     by_tx
-}
-
-/// `POST url` with a JSON-RPC request straight to the node (not through chainmux); returns `result`.
-async fn node_rpc(url: &str, method: &str, params: Value) -> Value {
-    let response = http()
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(rpc_request(1, method, params).to_string())
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{method}: {err}"));
-    let text = response.text().await.unwrap_or_else(|err| panic!("{method}: {err}"));
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{method}: {err}: {text}"));
-    assert!(body.get("error").is_none(), "{method}: {body}");
-    body["result"].clone()
 }
 
 /// The token accounts in a transaction's `preTokenBalances` and `postTokenBalances`, as the node reports them.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use chainmux_testkit::solana::{SolanaNode, TrafficManifest, run_traffic};
 use chainmux_testkit::{Fault, FaultProxy, TestDb};
-use common::{Chainmux, Config, connect, http, rpc_request};
-use serde_json::{Value, json};
+use common::{Chainmux, Config, connect, node_rpc};
+use serde_json::json;
 use sqlx::Row;
 
 const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
@@ -31,26 +31,6 @@ fn b58(bytes: &[u8]) -> String {
 
 fn slot_i64(slot: u64) -> i64 {
     i64::try_from(slot).expect("slot fits in i64")
-}
-
-/// `POST url` with one JSON-RPC request; returns the whole answer object.
-async fn rpc_answer(url: &str, method: &str, params: Value) -> Value {
-    let response = http()
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(rpc_request(1, method, params).to_string())
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{method}: {err}"));
-    let text = response.text().await.unwrap_or_else(|err| panic!("{method}: {err}"));
-    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{method}: {err}: {text}"))
-}
-
-/// `result` of a JSON-RPC call to `url` (the node itself, or the proxy in front of it), which must succeed.
-async fn node_rpc(url: &str, method: &str, params: Value) -> Value {
-    let body = rpc_answer(url, method, params).await;
-    assert!(body.get("error").is_none(), "{method}: {body}");
-    body["result"].clone()
 }
 
 async fn confirmed_slot(url: &str) -> u64 {

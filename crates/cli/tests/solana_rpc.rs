@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chainmux_testkit::solana::{SolanaNode, run_traffic};
 use chainmux_testkit::{Fault, FaultProxy, TestDb};
-use common::{Chainmux, Config, http, metric_value, rpc_request};
+use common::{Chainmux, Config, http, metric_value, node_rpc, rpc_request};
 use serde_json::{Value, json};
 
 /// surfpool finalizes 31 slots (of 250 ms) behind `confirmed`; leave room on a loaded machine.
@@ -103,21 +103,6 @@ impl Answer {
     fn cache(&self) -> &str {
         self.cache.as_deref().unwrap_or("(none)")
     }
-}
-
-/// `POST url` with a JSON-RPC request straight to the node (not through chainmux or a proxy); returns `result`.
-async fn node_rpc(url: &str, method: &str, params: Value) -> Value {
-    let response = http()
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(rpc_request(1, method, params).to_string())
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{method}: {err}"));
-    let text = response.text().await.unwrap_or_else(|err| panic!("{method}: {err}"));
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{method}: {err}: {text}"));
-    assert!(body.get("error").is_none(), "{method}: {body}");
-    body["result"].clone()
 }
 
 async fn slot_at(url: &str, commitment: &str) -> u64 {

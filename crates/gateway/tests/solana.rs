@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use common::solana::*;
+use common::transfer_keys;
 
 fn items(page: &Value) -> Vec<Value> {
     assert_eq!(page["next_cursor"], Value::Null, "{page}");
@@ -176,7 +177,7 @@ async fn solana_transfers_render_and_match_owners() {
     let all = items(&fx.get_ok(&format!("/v1/chains/{SOL}/transfers")).await);
     assert_eq!(all, expected_sol_transfers(&fx.blocks, |_| true));
     assert_eq!(
-        sol_transfer_keys(&all),
+        transfer_keys(&all),
         vec![
             (300, 0, 0, s("sol")),
             (300, 1, 0, s("spl")),
@@ -274,7 +275,7 @@ async fn solana_transfers_render_and_match_owners() {
     ];
     for (query, expected) in cases {
         let found = items(&fx.get_ok(&format!("/v1/chains/{SOL}/transfers?{query}")).await);
-        assert_eq!(sol_transfer_keys(&found), expected, "{query}");
+        assert_eq!(transfer_keys(&found), expected, "{query}");
     }
     let alice = key(ALICE);
     let matches_alice = |t: &chainmux_core::Transfer| {

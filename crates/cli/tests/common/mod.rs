@@ -569,6 +569,27 @@ pub async fn collect_pages(chainmux: &Chainmux, path: &str, limit: usize) -> (Ve
     }
 }
 
+/// `POST url` with one JSON-RPC request straight to a node or a proxy in front of it (not through chainmux);
+/// returns the whole answer object.
+pub async fn rpc_answer(url: &str, method: &str, params: Value) -> Value {
+    let response = http()
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(rpc_request(1, method, params).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{method}: {err}"));
+    let text = response.text().await.unwrap_or_else(|err| panic!("{method}: {err}"));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{method}: {err}: {text}"))
+}
+
+/// The `result` of [`rpc_answer`], which must not be an error.
+pub async fn node_rpc(url: &str, method: &str, params: Value) -> Value {
+    let body = rpc_answer(url, method, params).await;
+    assert!(body.get("error").is_none(), "{method}: {body}");
+    body["result"].clone()
+}
+
 /// A JSON-RPC 2.0 request object.
 pub fn rpc_request(id: u64, method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})

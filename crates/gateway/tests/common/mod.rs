@@ -543,12 +543,21 @@ pub(crate) fn log_json(block: &NormalizedBlock, log: &Log) -> Value {
 
 /// The fixture's transfers matching `keep`, in keyset order (block, log index, batch index, standard).
 pub(crate) fn expected_transfers(blocks: &[NormalizedBlock], keep: impl Fn(&Transfer) -> bool) -> Vec<Value> {
+    expected_transfers_rendered(blocks, keep, transfer_json)
+}
+
+/// [`expected_transfers`] with the chain's own rendering of an item.
+pub(crate) fn expected_transfers_rendered(
+    blocks: &[NormalizedBlock],
+    keep: impl Fn(&Transfer) -> bool,
+    render: fn(&NormalizedBlock, &Transfer) -> Value,
+) -> Vec<Value> {
     let mut rows: Vec<(u64, &NormalizedBlock, &Transfer)> = blocks
         .iter()
         .flat_map(|b| b.transfers.iter().filter(|t| keep(t)).map(move |t| (b.ptr.number, b, t)))
         .collect();
     rows.sort_by_key(|(number, _, t)| (*number, t.log_index, t.batch_index, t.standard.as_str()));
-    rows.into_iter().map(|(_, b, t)| transfer_json(b, t)).collect()
+    rows.into_iter().map(|(_, b, t)| render(b, t)).collect()
 }
 
 /// The fixture's logs matching `keep`, in (block, log index) order.

@@ -432,10 +432,7 @@ pub(crate) fn expected_sol_transfers(
     blocks: &[NormalizedBlock],
     keep: impl Fn(&Transfer) -> bool,
 ) -> Vec<Value> {
-    let mut rows: Vec<(&NormalizedBlock, &Transfer)> =
-        blocks.iter().flat_map(|b| b.transfers.iter().filter(|t| keep(t)).map(move |t| (b, t))).collect();
-    rows.sort_by_key(|(b, t)| (b.ptr.number, t.log_index, t.batch_index, t.standard.as_str()));
-    rows.into_iter().map(|(b, t)| sol_transfer_json(b, t)).collect()
+    super::expected_transfers_rendered(blocks, keep, sol_transfer_json)
 }
 
 /// The fixture's instructions matching `keep`, in keyset order (slot, tx index, position).
@@ -447,22 +444,6 @@ pub(crate) fn expected_instructions(
         blocks.iter().flat_map(|b| b.instructions.iter().filter(|i| keep(i)).map(move |i| (b, i))).collect();
     rows.sort_by_key(|(b, i)| (b.ptr.number, i.tx_index, i.position));
     rows.into_iter().map(|(b, i)| instruction_json(b, i)).collect()
-}
-
-/// `(slot, tx index, position, standard)` of rendered transfers.
-pub(crate) fn sol_transfer_keys(items: &[Value]) -> Vec<(u64, u64, u64, String)> {
-    items
-        .iter()
-        .map(|t| {
-            let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k} of {t}"));
-            (
-                n("block_number"),
-                n("log_index"),
-                n("batch_index"),
-                t["standard"].as_str().unwrap_or("?").to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// `(slot, tx index, position)` of rendered instructions.
