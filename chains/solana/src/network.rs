@@ -5,7 +5,7 @@
 //! treated as skipped when the chain itself proves it: `getBlocks` leaves it out *and* the next block's
 //! `parentSlot` jumps over it. Anything less is an error to retry, never a silent gap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 
@@ -227,8 +227,10 @@ impl Network for SolanaNetwork {
 
     async fn block_ptr(&self, slot: u64) -> Result<Option<BlockPtr>, NetworkError> {
         let head = self.client.get_slot_with_commitment(self.commitment()).await.map_err(network_error)?;
+        // Beyond the head the upstreams know of, nothing is proven either way. `None` here would read as "skipped
+        // on the canonical fork" and could roll back good blocks when the best upstream is briefly out of the pool.
         if slot > head {
-            return Ok(None);
+            return Err(NetworkError::BlockUnavailable(slot));
         }
         let window_end = slot.saturating_add(SKIP_PROOF_WINDOW).min(head);
         let produced = self.produced_slots(slot..=window_end).await?;
@@ -265,25 +267,16 @@ impl Network for SolanaNetwork {
         // upstream has it — instead of failing the whole range.
         let mut by_slot: BTreeMap<u64, NormalizedBlock> =
             fetched.into_iter().map(|b| (b.ptr.number, b)).collect();
-        // Parents below the node's first block (the first block a node has names a parent it never had) are
-        // not asked for; the linking below accepts them.
-        let mut floor: Option<u64> = None;
+        // Each such parent is asked for, so the pool can find an upstream that has it. Only when none does and the
+        // parent lies below the upstreams' first stored slot (the first block a node has names a parent it never
+        // had; or every node pruned it) is the block's own claim kept — loudly, since those slots stay unindexed.
+        let mut beyond_history: BTreeSet<u64> = BTreeSet::new();
         let mut added = 0;
-        loop {
-            let unlisted = |by_slot: &BTreeMap<u64, NormalizedBlock>, floor: u64| {
-                by_slot
-                    .values()
-                    .filter_map(|b| b.parent.map(|p| p.number))
-                    .find(|p| range.contains(p) && *p >= floor && !by_slot.contains_key(p))
-            };
-            if unlisted(&by_slot, 0).is_none() {
-                break;
-            }
-            let floor = match floor {
-                Some(floor) => floor,
-                None => *floor.insert(self.first_available_slot().await?),
-            };
-            let Some(missing) = unlisted(&by_slot, floor) else { break };
+        while let Some(missing) = by_slot
+            .values()
+            .filter_map(|b| b.parent.map(|p| p.number))
+            .find(|p| range.contains(p) && !by_slot.contains_key(p) && !beyond_history.contains(p))
+        {
             added += 1;
             if added > range.end() - start + 1 {
                 return Err(NetworkError::Inconsistent(format!(
@@ -292,8 +285,25 @@ impl Network for SolanaNetwork {
                 )));
             }
             warn!(chain = %self.spec.name, slot = missing, "a block names an unlisted parent slot; fetching it");
-            let block = self.fetch_one(missing).await?;
-            by_slot.insert(missing, block);
+            match self.fetch_one(missing).await {
+                Ok(block) => {
+                    by_slot.insert(missing, block);
+                }
+                Err(err) => {
+                    let first = self.first_available_slot().await?;
+                    if missing >= first {
+                        return Err(err);
+                    }
+                    warn!(
+                        chain = %self.spec.name,
+                        slot = missing,
+                        first_available = first,
+                        %err,
+                        "no upstream has blocks below its first available slot; slots below it stay unindexed"
+                    );
+                    beyond_history.insert(missing);
+                }
+            }
         }
         let mut blocks: Vec<NormalizedBlock> = by_slot.into_values().collect();
         // The parent slots prove the listed slots complete: each block's parent is the block before it, and the
@@ -315,9 +325,8 @@ impl Network for SolanaNetwork {
                     None => block.parent,
                 },
                 (None, None) => None,
-                // The parent would lie in the range, unlisted: a gap, unless the node's ledger starts after it (the
-                // first block a node has names a parent it never had).
-                (None, Some(slot)) if slot < self.first_available_slot().await? => block.parent,
+                // The parent lies in the range but below every upstream's history (see above): its own claim.
+                (None, Some(slot)) if beyond_history.contains(&slot) => block.parent,
                 _ => {
                     return Err(NetworkError::Inconsistent(format!(
                         "slot {}: parent slot {parent_slot:?} does not continue the listed blocks of {start}..={}",

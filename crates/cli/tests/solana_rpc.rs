@@ -428,3 +428,31 @@ async fn send_transaction_is_never_hedged() {
         "the transaction was hedged or retried to the other upstream"
     );
 }
+
+/// Clients asking for blocks of skipped slots (explorers do, all the time) get the node's answer, and the node
+/// keeps its health: "skipped" / "not available" says nothing about it, so no breaker opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_slot_answers_do_not_open_breakers() {
+    let node = SolanaNode::start().await.expect("the local Solana node starts");
+    let proxy = FaultProxy::start(node.url()).await;
+    proxy
+        .set(Fault::RpcErrorFor {
+            method: "getBlock".into(),
+            code: -32007,
+            message: "Slot 5 was skipped, or missing due to ledger jump to recent snapshot".into(),
+        })
+        .await;
+    let db = TestDb::create().await;
+    let mut config = Config::solana(&db.url, &[("surfnet", proxy.url.as_str())]);
+    config.rpc_key("breaker_failures", 3);
+    let gateway = Gateway::start(&config).await;
+    for id in 0..10 {
+        let answer = gateway.rpc(&rpc_request(id, "getBlock", json!([5, {"commitment": "finalized"}]))).await;
+        assert_eq!(answer.json["error"]["code"], -32007, "{}", answer.text);
+    }
+    let view = gateway.upstream("surfnet").await;
+    assert_eq!(view["state"], "healthy", "{view}");
+    assert_eq!(view["breaker"], "closed", "{view}");
+    // Reads still work.
+    gateway.call("getSlot", json!([{"commitment": "confirmed"}])).await;
+}

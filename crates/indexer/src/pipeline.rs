@@ -245,7 +245,7 @@ impl Indexer {
             let Some(stored) = self.store.block_at_or_below(&chain, height).await.map_err(store_err)? else {
                 return Err(IndexerError::ForkBelowStart { chain, first: below.number });
             };
-            if cursor.number - stored.number >= self.config.max_reorg_depth {
+            if cursor.number - stored.number > self.config.max_reorg_depth {
                 return Err(IndexerError::ReorgTooDeep { chain, cursor, limit: self.config.max_reorg_depth });
             }
             let canonical = self.canonical_ptr(stored.number, cancel).await.map_err(network_err)?;

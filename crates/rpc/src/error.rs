@@ -81,6 +81,18 @@ impl JsonRpcError {
         }
     }
 
+    /// Whether the upstream cannot answer this request because it lacks the method or the data — a method it does
+    /// not serve (`-32601`; `-32004` on EVM), a Solana slot it never stored, already pruned or has not replayed
+    /// (`-32004`, `-32007`, `-32009`, `-32014`, `-32001` "cleaned up"). Another upstream may answer, so the call
+    /// fails over; but it says nothing about the upstream's health, so it never counts towards its breaker.
+    pub fn is_not_served(&self) -> bool {
+        match self.code {
+            -32601 | -32004 | -32007 | -32009 | -32014 => true,
+            -32001 => self.message.to_ascii_lowercase().contains("cleaned up"),
+            _ => false,
+        }
+    }
+
     /// Whether this is a provider refusing an `eth_getLogs` query as too large (too many blocks, results or
     /// bytes; often with code -32005, like rate limits). The caller must ask for less: this is neither an upstream
     /// fault nor a rate limit, so it comes back at once instead of being retried or throttling the upstream.
@@ -101,6 +113,13 @@ impl JsonRpcError {
             "logs matched by query",
         ];
         range_limit.iter().any(|needle| message.contains(needle))
+    }
+
+    /// Whether a health check's error answer is the node saying it is unhealthy (Solana's `-32005` "Node is
+    /// unhealthy" / "Node is behind by N slots").
+    pub fn says_unhealthy(&self) -> bool {
+        let message = self.message.to_ascii_lowercase();
+        self.code == -32005 || message.contains("unhealthy") || message.contains("behind")
     }
 
     pub fn is_rate_limit(&self) -> bool {
@@ -256,6 +275,13 @@ mod tests {
         let behind = rpc(-32005, "Node is behind by 42 slots");
         assert!(behind.is_retryable() && !behind.is_rate_limit());
         assert!(!rpc(-32005, "Node is unhealthy").is_rate_limit());
+        // Not served by this node: ask another, without holding it against the node's health.
+        let object = |code, message: &str| JsonRpcError { code, message: message.into(), data: None };
+        assert!(object(-32007, "Slot 9 was skipped, or missing due to ledger jump").is_not_served());
+        assert!(object(-32001, "Block 5 cleaned up, does not exist on node").is_not_served());
+        assert!(!object(-32603, "internal error").is_not_served());
+        assert!(object(-32005, "Node is behind by 42 slots").says_unhealthy());
+        assert!(!object(-32601, "Method not found").says_unhealthy());
         // "Skipped" is one node's word: another node may have the block.
         assert!(
             rpc(-32007, "Slot 9 was skipped, or missing due to ledger jump to recent snapshot")

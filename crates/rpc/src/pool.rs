@@ -319,7 +319,9 @@ impl Pool {
         if let Some(check) = &self.health {
             match self.attempt(index, &check.method, &check.params, upstream.policy.request_timeout).await {
                 Ok(_) => upstream.set_unhealthy(None),
-                Err(RpcError::JsonRpc { error, .. }) => {
+                // Only the node's own verdict counts: a provider that does not serve the method (or throttles
+                // it) says nothing about the node behind it.
+                Err(RpcError::JsonRpc { error, .. }) if error.says_unhealthy() => {
                     if upstream.is_healthy_by_check() {
                         warn!(chain = %self.chain, upstream = %upstream.name, reason = %error.message, "upstream reports itself unhealthy");
                     }
@@ -772,7 +774,7 @@ impl Pool {
             Err(RpcError::JsonRpc { error, .. }) if error.is_rate_limit() => {
                 Verdict::Throttled { retry_after: None }
             }
-            Err(RpcError::JsonRpc { error, .. }) if error.code == -32601 => Verdict::Unsupported,
+            Err(RpcError::JsonRpc { error, .. }) if error.is_not_served() => Verdict::Unsupported,
             Err(RpcError::JsonRpc { error, .. }) if !error.is_upstream_fault() => Verdict::Answered,
             Err(_) => Verdict::Failed,
         };
