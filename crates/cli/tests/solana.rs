@@ -268,6 +268,26 @@ async fn solana_traffic_is_indexed_exactly() {
         let tx_hash = item["tx_hash"].as_str().expect("tx_hash");
         assert_eq!(bs58::decode(tx_hash).into_vec().expect("base58 signature").len(), 64, "{item}");
     }
+    // Instructions say whether their transaction succeeded: the failed SPL transfer's are kept, marked failed.
+    let failed =
+        manifest.transactions.iter().find(|t| !t.success).expect("the scenario has a failed transaction");
+    let failed_items = chainmux
+        .get_json(&format!("/v1/chains/{}/instructions?tx_hash={}", config.chain, failed.signature))
+        .await;
+    let failed_items = failed_items["items"].as_array().expect("items");
+    assert!(!failed_items.is_empty(), "no instructions of {} ({})", failed.label, failed.signature);
+    assert!(failed_items.iter().all(|i| i["tx_success"] == false), "{failed_items:?}");
+    let good = manifest
+        .transactions
+        .iter()
+        .find(|t| t.success && t.transfers.iter().any(|x| x.program == TOKEN_PROGRAM));
+    let good = good.expect("a successful SPL Token transaction");
+    let good_items = chainmux
+        .get_json(&format!("/v1/chains/{}/instructions?tx_hash={}", config.chain, good.signature))
+        .await;
+    let good_items = good_items["items"].as_array().expect("items");
+    assert!(!good_items.is_empty() && good_items.iter().all(|i| i["tx_success"] == true), "{good_items:?}");
+
     let tx = &manifest.transactions[0];
     let view = chainmux.get_json(&format!("/v1/chains/{}/transactions/{}", config.chain, tx.signature)).await;
     assert_eq!(view["signature"], tx.signature.as_str(), "{view}");

@@ -177,6 +177,7 @@ impl View<'_> {
             "accounts": accounts,
             "data": self.id(&row.data),
             "logs": row.logs,
+            "tx_success": row.tx_success,
             "finality": self.finality(row.block_number),
         })
     }

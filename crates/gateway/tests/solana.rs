@@ -336,6 +336,7 @@ async fn solana_instructions_filters_and_pagination() {
             "accounts": [addr(ALICE_ATA), addr(BOB_ATA), addr(ALICE)],
             "data": b58([3, 0x80, 0xb2, 0xe6, 0x0e, 0, 0, 0, 0]),
             "logs": ["Program log: Instruction: Transfer"],
+            "tx_success": true,
             "finality": "finalized",
         })
     );
@@ -355,6 +356,7 @@ async fn solana_instructions_filters_and_pagination() {
             "accounts": [],
             "data": "",
             "logs": [],
+            "tx_success": true,
             "finality": "confirmed",
         })
     );

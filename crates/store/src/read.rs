@@ -151,6 +151,9 @@ pub struct InstructionRow {
     pub accounts: Vec<Vec<u8>>,
     pub data: Vec<u8>,
     pub logs: Vec<String>,
+    /// Whether the instruction's transaction succeeded (`None` when unknown). Instructions of failed
+    /// transactions are kept — they say what was attempted — but their effects were rolled back.
+    pub tx_success: Option<bool>,
 }
 
 impl InstructionRow {
@@ -355,7 +358,7 @@ impl Store {
                 query.push(format_args!(" AND topic{i} = ")).push_bind(topic.clone());
             }
         }
-        push_block_range(&mut query, filter.from_block, filter.to_block);
+        push_block_range(&mut query, "block_number", filter.from_block, filter.to_block);
         if let Some(after) = filter.after {
             query.push(" AND (block_number, log_index) > (").push_bind(after.block_number);
             query.push(", ").push_bind(after.log_index).push(")");
@@ -372,24 +375,28 @@ impl Store {
         chain: &str,
         filter: &InstructionFilter,
     ) -> Result<Page<InstructionRow>> {
+        // The transaction's outcome comes along by primary key (one index probe per returned row).
         let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT block_number, block_hash, tx_index, position, tx_hash, outer_index, inner_index, stack_height, \
-             program, accounts, data, logs FROM instructions WHERE chain = ",
+            "SELECT i.block_number, i.block_hash, i.tx_index, i.position, i.tx_hash, i.outer_index, i.inner_index, \
+             i.stack_height, i.program, i.accounts, i.data, i.logs, t.status AS tx_success FROM instructions i \
+             LEFT JOIN transactions t \
+             ON t.chain = i.chain AND t.block_number = i.block_number AND t.tx_index = i.tx_index \
+             WHERE i.chain = ",
         );
         query.push_bind(chain);
         if let Some(program) = &filter.program {
-            query.push(" AND program = ").push_bind(program.clone());
+            query.push(" AND i.program = ").push_bind(program.clone());
         }
         if let Some(tx_hash) = &filter.tx_hash {
-            query.push(" AND tx_hash = ").push_bind(tx_hash.clone());
+            query.push(" AND i.tx_hash = ").push_bind(tx_hash.clone());
         }
-        push_block_range(&mut query, filter.from_block, filter.to_block);
+        push_block_range(&mut query, "i.block_number", filter.from_block, filter.to_block);
         if let Some(after) = filter.after {
-            query.push(" AND (block_number, tx_index, position) > (").push_bind(after.block_number);
+            query.push(" AND (i.block_number, i.tx_index, i.position) > (").push_bind(after.block_number);
             query.push(", ").push_bind(after.tx_index);
             query.push(", ").push_bind(after.position).push(")");
         }
-        query.push(" ORDER BY block_number, tx_index, position LIMIT ");
+        query.push(" ORDER BY i.block_number, i.tx_index, i.position LIMIT ");
         query.push_bind(i64::from(filter.limit) + 1);
         let rows = query.build_query_as::<InstructionRow>().fetch_all(&self.pool).await?;
         Ok(Page::from_overfetch(rows, filter.limit))
@@ -412,7 +419,7 @@ fn push_transfer_branch(
     if let Some(token) = &filter.token {
         query.push(" AND token = ").push_bind(token.clone());
     }
-    push_block_range(query, filter.from_block, filter.to_block);
+    push_block_range(query, "block_number", filter.from_block, filter.to_block);
     if let Some(after) = &filter.after {
         query.push(" AND (block_number, log_index, batch_index, standard) > (");
         let mut tuple = query.separated(", ");
@@ -426,11 +433,17 @@ fn push_transfer_branch(
     query.push_bind(i64::from(filter.limit) + 1);
 }
 
-fn push_block_range(query: &mut QueryBuilder<Postgres>, from: Option<i64>, to: Option<i64>) {
+/// `column` (a block number column, maybe qualified) within `from..=to`, where given.
+fn push_block_range(
+    query: &mut QueryBuilder<Postgres>,
+    column: &'static str,
+    from: Option<i64>,
+    to: Option<i64>,
+) {
     if let Some(from) = from {
-        query.push(" AND block_number >= ").push_bind(from);
+        query.push(format_args!(" AND {column} >= ")).push_bind(from);
     }
     if let Some(to) = to {
-        query.push(" AND block_number <= ").push_bind(to);
+        query.push(format_args!(" AND {column} <= ")).push_bind(to);
     }
 }

@@ -423,6 +423,7 @@ pub(crate) fn instruction_json(block: &NormalizedBlock, i: &Instruction) -> Valu
         "accounts": i.accounts.iter().map(b58).collect::<Vec<_>>(),
         "data": b58(&i.data),
         "logs": i.logs,
+        "tx_success": block.transactions.iter().find(|t| t.index == i.tx_index).and_then(|t| t.status),
         "finality": sol_finality(block.ptr.number),
     })
 }
