@@ -162,7 +162,13 @@ fn drain(mut pipe: impl AsyncRead + Unpin + Send + 'static, keep: Option<Output>
 /// Runs `chainmux-solana-traffic --url <url> --seed <seed>` to completion and parses its manifest.
 /// Keypairs (so wallets, mints and token accounts) depend only on the seed: use a different seed
 /// for every run against the same node.
+///
+/// Runs are serialized within a test process: the scenario waits for each transaction's confirmation
+/// on a clock-driven node, and several scenarios (each with its own node) at once on a 2-core machine
+/// starve the nodes until they reject the blockhashes they just handed out.
 pub async fn run_traffic(url: &str, seed: u64) -> Result<TrafficManifest> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let bin = solana_traffic_binary()?;
     let output = Command::new(&bin)
         .args(["--url", url, "--seed", &seed.to_string()])

@@ -41,7 +41,15 @@ fn run() -> Result<(), String> {
         None => free_port()?,
     };
 
-    let simnet = SimnetConfig { offline_mode: true, remote_rpc_url: None, ..SimnetConfig::default() };
+    // skip_blockhash_check: after ~40 s without transactions, surfpool 1.6.1 keeps handing out (and calling valid)
+    // a blockhash its runtime no longer accepts, so every send fails with "Blockhash not found". Tests sign with
+    // real recent blockhashes anyway; the check only breaks an idle node.
+    let simnet = SimnetConfig {
+        offline_mode: true,
+        remote_rpc_url: None,
+        skip_blockhash_check: true,
+        ..SimnetConfig::default()
+    };
     let config = SurfpoolConfig {
         rpc: RpcConfig { bind_host: HOST.to_string(), bind_port: port, ws_port, ..RpcConfig::default() },
         simnets: vec![simnet.clone()],

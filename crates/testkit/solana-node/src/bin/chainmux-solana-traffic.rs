@@ -530,7 +530,7 @@ fn spl_transfer(
 }
 
 /// Sends of one step when the node does not know the blockhash it handed out.
-const BLOCKHASH_ATTEMPTS: u32 = 10;
+const BLOCKHASH_ATTEMPTS: u32 = 30;
 
 fn send_step(client: &RpcClient, step: Step<'_>) -> Result<TxRecord> {
     let Step { label, instructions, fee_payer, signers, expect_success, transfers, inner_transfers } = step;
@@ -556,7 +556,8 @@ fn send_step(client: &RpcClient, step: Step<'_>) -> Result<TxRecord> {
             Ok(signature) => break signature,
             Err(err) if attempt < BLOCKHASH_ATTEMPTS && err.to_string().contains("Blockhash not found") => {
                 eprintln!("chainmux-solana-traffic: {label}: blockhash not found; signing again");
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                // Give the node a few slots (250 ms each) to register a newer blockhash.
+                std::thread::sleep(std::time::Duration::from_millis(500));
             }
             Err(err) => return Err(err).with_context(|| format!("{label}: sendTransaction")),
         }
