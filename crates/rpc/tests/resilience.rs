@@ -753,9 +753,10 @@ async fn primary_moves_away_from_a_slow_upstream_and_traffic_returns_after_recov
 #[tokio::test]
 async fn primary_does_not_flap_between_similar_upstreams() {
     let anvil = Anvil::spawn().await;
-    // The second is ~5% faster: not enough to take over from the operator's first choice.
-    let first = FakeUpstream::start(Mode::Slow(Duration::from_millis(21), anvil.url.clone())).await;
-    let second = FakeUpstream::start(Mode::Slow(Duration::from_millis(20), anvil.url.clone())).await;
+    // The second is ~5% faster: not enough to take over from the operator's first choice. Delays of ~100 ms keep
+    // scheduling noise on a loaded 2-core CI machine small next to them.
+    let first = FakeUpstream::start(Mode::Slow(Duration::from_millis(105), anvil.url.clone())).await;
+    let second = FakeUpstream::start(Mode::Slow(Duration::from_millis(100), anvil.url.clone())).await;
     let pool = ready(
         vec![upstream("first", &first.url, policy()), upstream("second", &second.url, policy())],
         PoolConfig { probe_interval: Duration::from_millis(30), ..config() },
