@@ -164,6 +164,8 @@ pub(crate) fn normalize_block(
         logs,
         transfers,
         instructions: Vec::new(),
+        events: Vec::new(),
+        created_contracts: Vec::new(),
     })
 }
 
@@ -212,6 +214,8 @@ pub(crate) fn normalize_header_with_logs(
         logs,
         transfers,
         instructions: Vec::new(),
+        events: Vec::new(),
+        created_contracts: Vec::new(),
     })
 }
 

@@ -143,6 +143,8 @@ pub fn normalize_block(
         logs: Vec::new(),
         transfers: Vec::new(),
         instructions: Vec::new(),
+        events: Vec::new(),
+        created_contracts: Vec::new(),
     };
     for (index, tx) in transactions.iter().enumerate() {
         let index = index_u32(index, "transaction index").map_err(block_error)?;

@@ -8,8 +8,8 @@ mod model;
 mod network;
 
 pub use model::{
-    BlockPtr, ChainEvent, ChainKind, ChainSpec, Finality, Heads, Instruction, Log, NormalizedBlock,
-    Transaction, Transfer, TransferStandard, default_confirmations,
+    BlockDecoder, BlockPtr, ChainEvent, ChainKind, ChainSpec, CreatedContract, DecodedEvent, Finality, Heads,
+    Instruction, Log, NormalizedBlock, Transaction, Transfer, TransferStandard, default_confirmations,
 };
 pub use network::{Network, NetworkError};
 

@@ -130,6 +130,11 @@ pub struct NormalizedBlock {
     pub transfers: Vec<Transfer>,
     /// Instructions of the programs the chain's config lists (Solana); empty elsewhere.
     pub instructions: Vec<Instruction>,
+    /// Logs decoded with the ABIs of the chain's `[[chains.contracts]]`. Filled in by the indexer's
+    /// [`BlockDecoder`] just before the block is written, never by a [`crate::Network`].
+    pub events: Vec<DecodedEvent>,
+    /// Contracts a configured factory created in this block, filled in with [`Self::events`].
+    pub created_contracts: Vec<CreatedContract>,
 }
 
 impl NormalizedBlock {
@@ -137,6 +142,54 @@ impl NormalizedBlock {
     pub fn parent_hash(&self) -> B256 {
         self.parent.map(|p| p.hash).unwrap_or_default()
     }
+}
+
+/// A log decoded with the ABI of a configured contract (a `[[chains.contracts]]` entry).
+///
+/// `(block, log_index, contract)` is unique: two entries may decode the same log, each into its own row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedEvent {
+    pub tx_hash: Bytes,
+    pub tx_index: u32,
+    /// Position of the log in the block.
+    pub log_index: u32,
+    /// The emitting contract.
+    pub address: Bytes,
+    /// Name of the `[[chains.contracts]]` entry that decoded it.
+    pub contract: String,
+    /// Event name as the ABI has it.
+    pub name: String,
+    /// Canonical signature, e.g. `Transfer(address,address,uint256)`: what tells overloaded events apart.
+    pub signature: String,
+    /// The arguments as the text of a JSON object keyed by parameter name: integers as decimal strings, addresses
+    /// and bytes as lowercase `0x` hex, booleans and strings as themselves, tuples as objects and arrays as arrays;
+    /// indexed parameters of dynamic types as the `0x` hex of the hash the log holds instead of their value.
+    pub args: String,
+}
+
+/// A contract created by a configured factory: its events are decoded from the block of its creation on, so it
+/// disappears with that block in a reorg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedContract {
+    /// Name of the `[[chains.contracts]]` entry whose factory created it.
+    pub contract: String,
+    pub address: Bytes,
+    pub factory: Bytes,
+    /// The transaction and log of the factory event that announced it.
+    pub tx_hash: Bytes,
+    pub log_index: u32,
+}
+
+/// Derives rows from fetched blocks in chain order, with state that follows the index (the children of
+/// factories). The indexer calls it once per batch, in order, after the batch is known to continue the cursor and
+/// before it is written, and tells it about every rollback.
+pub trait BlockDecoder: Send + Sync {
+    /// Fills [`NormalizedBlock::events`] and [`NormalizedBlock::created_contracts`] of `blocks` (ascending,
+    /// continuing the previous call's blocks), remembering the contracts created. Never fails: a log that does not
+    /// decode is counted and reported, not fatal.
+    fn decode(&mut self, blocks: &mut [NormalizedBlock]);
+    /// Forgets every contract created above block `to`: those blocks were rolled back.
+    fn revert(&mut self, to: u64);
 }
 
 /// What the indexer did to a chain's stored data, in order: for live feeds and caches that must follow the index.

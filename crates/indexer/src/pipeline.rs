@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chainmux_core::{
-    BlockPtr, ChainEvent, Heads, Network, NetworkError, NormalizedBlock, default_confirmations,
+    BlockDecoder, BlockPtr, ChainEvent, Heads, Network, NetworkError, NormalizedBlock, default_confirmations,
 };
 use chainmux_store::{Store, StoreError};
 use tokio::sync::{broadcast, mpsc};
@@ -79,6 +79,8 @@ pub struct Indexer {
     /// Latest head seen by the fetcher, for progress reports.
     head: AtomicU64,
     events: broadcast::Sender<ChainEvent>,
+    /// Derives decoded events and factory children from each batch before it is written.
+    decoder: Option<Box<dyn BlockDecoder>>,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -107,7 +109,14 @@ enum Fork {
 impl Indexer {
     pub fn new(network: Arc<dyn Network>, store: Store, config: IndexerConfig) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Self { network, store, config, head: AtomicU64::new(0), events }
+        Self { network, store, config, head: AtomicU64::new(0), events, decoder: None }
+    }
+
+    /// Runs `decoder` over every batch, in chain order, right before it is written, so its rows (decoded events,
+    /// factory children) commit with the batch; it is told about every rollback.
+    pub fn with_decoder(mut self, decoder: Box<dyn BlockDecoder>) -> Self {
+        self.decoder = Some(decoder);
+        self
     }
 
     fn chain(&self) -> &str {
@@ -136,8 +145,10 @@ impl Indexer {
         self.run_inner(cancel).instrument(span).await
     }
 
-    async fn run_inner(self, cancel: CancellationToken) -> Result<(), IndexerError> {
+    async fn run_inner(mut self, cancel: CancellationToken) -> Result<(), IndexerError> {
         let chain = self.chain().to_owned();
+        // The decoder's state follows the written blocks, so only the writer (this loop) touches it.
+        let mut decoder = self.decoder.take();
         let store_err = |source| IndexerError::Store { chain: chain.clone(), source };
         self.store.register_chain(self.network.spec()).await.map_err(store_err)?;
         let mut cursor = self.store.cursor(&chain).await.map_err(store_err)?;
@@ -170,6 +181,10 @@ impl Indexer {
                     debug!(cursor = at.number, parent = ?first.parent, "batch does not continue the cursor");
                     break this.resolve_fork(at, &cancel).await.map(Some);
                 }
+                let mut blocks = blocks;
+                if let Some(decoder) = decoder.as_mut() {
+                    decoder.decode(&mut blocks);
+                }
                 match this.write(cursor, blocks).await {
                     Ok(Some(written)) => {
                         cursor = Some(written);
@@ -194,7 +209,12 @@ impl Indexer {
                 Err(_) => Ok(()),
             };
             match outcome {
-                Ok(Some(Fork::Reverted(ancestor))) => cursor = Some(ancestor),
+                Ok(Some(Fork::Reverted(ancestor))) => {
+                    if let Some(decoder) = decoder.as_mut() {
+                        decoder.revert(ancestor.number);
+                    }
+                    cursor = Some(ancestor);
+                }
                 Ok(Some(Fork::Stale)) => {}
                 Ok(None) => return fetched,
                 Err(err) => {

@@ -5,11 +5,13 @@
 //! batch started: a replayed batch is refused, every row has a natural unique key so none is ever stored twice, and
 //! a crash mid-batch leaves either the whole batch with its cursor, or neither.
 
+mod contracts;
 mod error;
 mod read;
 mod revert;
 mod write;
 
+pub use contracts::{ContractSourceDef, ContractSourceState, FactoryDef, SourceSync};
 pub use error::{Result, StoreError};
 pub use read::{
     BlockRow, ChainState, InstructionFilter, InstructionKey, InstructionRow, LogFilter, LogKey, LogRow, Page,

@@ -85,6 +85,9 @@ impl Store {
         let above = to_i64(ancestor.number)?;
         // Children before parents is not required (no foreign keys), but every table goes, in one transaction.
         for delete in [
+            "DELETE FROM events WHERE chain = $1 AND block_number > $2",
+            // Factory children created on the abandoned branch; configured addresses have no block.
+            "DELETE FROM contracts WHERE chain = $1 AND block_number > $2",
             "DELETE FROM instructions WHERE chain = $1 AND block_number > $2",
             "DELETE FROM transfers WHERE chain = $1 AND block_number > $2",
             "DELETE FROM logs WHERE chain = $1 AND block_number > $2",

@@ -22,19 +22,22 @@ pub struct WriteStats {
     pub logs: u64,
     pub transfers: u64,
     pub instructions: u64,
+    pub events: u64,
+    /// Contracts created by configured factories.
+    pub contracts: u64,
 }
 
 impl WriteStats {
     pub fn rows(&self) -> u64 {
-        self.blocks + self.transactions + self.logs + self.transfers + self.instructions
+        self.blocks + self.transactions + self.logs + self.transfers + self.instructions + self.events + self.contracts
     }
 }
 
-fn to_i64(value: u64, what: &'static str) -> Result<i64> {
+pub(crate) fn to_i64(value: u64, what: &'static str) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange(what))
 }
 
-fn to_i32(value: impl TryInto<i32>, what: &'static str) -> Result<i32> {
+pub(crate) fn to_i32(value: impl TryInto<i32>, what: &'static str) -> Result<i32> {
     value.try_into().map_err(|_| StoreError::OutOfRange(what))
 }
 
@@ -68,6 +71,8 @@ impl Store {
             ("logs", stats.logs),
             ("transfers", stats.transfers),
             ("instructions", stats.instructions),
+            ("events", stats.events),
+            ("contracts", stats.contracts),
         ] {
             metrics::counter!("chainmux_store_rows_written_total", "chain" => chain.to_owned(), "table" => table)
                 .increment(rows);
@@ -110,6 +115,8 @@ async fn write_rows(
         logs: copy_table(&mut tx, &mut rows, Table::Logs, chain, blocks).await?,
         transfers: copy_table(&mut tx, &mut rows, Table::Transfers, chain, blocks).await?,
         instructions: copy_table(&mut tx, &mut rows, Table::Instructions, chain, blocks).await?,
+        events: copy_table(&mut tx, &mut rows, Table::Events, chain, blocks).await?,
+        contracts: insert_created_contracts(&mut tx, chain, blocks).await?,
     };
     drop(rows);
     tx.commit().await?;
@@ -181,12 +188,13 @@ async fn move_cursor(
 
 /// The tables of chain data, in the order a batch writes them.
 #[derive(Debug, Clone, Copy)]
-enum Table {
+pub(crate) enum Table {
     Blocks,
     Transactions,
     Logs,
     Transfers,
     Instructions,
+    Events,
 }
 
 impl Table {
@@ -197,6 +205,7 @@ impl Table {
             Self::Logs => "logs",
             Self::Transfers => "transfers",
             Self::Instructions => "instructions",
+            Self::Events => "events",
         }
     }
 
@@ -224,6 +233,10 @@ impl Table {
             Self::Instructions => {
                 "COPY instructions (chain, block_number, block_hash, tx_index, position, tx_hash, outer_index, \
                  inner_index, stack_height, program, accounts, data, logs) FROM STDIN (FORMAT binary)"
+            }
+            Self::Events => {
+                "COPY events (chain, block_number, block_hash, log_index, contract, tx_hash, tx_index, address, \
+                 name, signature, args) FROM STDIN (FORMAT binary)"
             }
         }
     }
@@ -332,10 +345,73 @@ impl Table {
                         out.text_array(&i.logs)?;
                     }
                 }
+                Self::Events => {
+                    for e in &block.events {
+                        out.row(11);
+                        out.bytes(chain)?;
+                        out.int8(number);
+                        out.bytes(hash)?;
+                        out.int4(to_i32(e.log_index, "log_index")?);
+                        out.text(&e.contract)?;
+                        out.bytes(&e.tx_hash)?;
+                        out.int4(to_i32(e.tx_index, "tx_index")?);
+                        out.bytes(&e.address)?;
+                        out.text(&e.name)?;
+                        out.text(&e.signature)?;
+                        out.jsonb(&e.args)?;
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Records the contracts configured factories created in `blocks`, in the batch's transaction, so a child is
+/// stored exactly when the block that created it is. A child already recorded (a factory announcing the same
+/// address twice, e.g. a CREATE2 redeployment) keeps its first creation.
+pub(crate) async fn insert_created_contracts(
+    tx: &mut Transaction<'_, Postgres>,
+    chain: &str,
+    blocks: &[NormalizedBlock],
+) -> Result<u64> {
+    let mut names = Vec::new();
+    let mut addresses = Vec::new();
+    let mut factories = Vec::new();
+    let mut numbers = Vec::new();
+    let mut hashes = Vec::new();
+    let mut tx_hashes = Vec::new();
+    let mut log_indexes = Vec::new();
+    for block in blocks {
+        for created in &block.created_contracts {
+            names.push(created.contract.as_str());
+            addresses.push(created.address.as_ref());
+            factories.push(created.factory.as_ref());
+            numbers.push(to_i64(block.ptr.number, "block number")?);
+            hashes.push(block.ptr.hash.as_slice());
+            tx_hashes.push(created.tx_hash.as_ref());
+            log_indexes.push(to_i32(created.log_index, "log_index")?);
+        }
+    }
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO contracts (chain, name, address, factory, block_number, block_hash, tx_hash, log_index) \
+         SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::bytea[], $5::int8[], $6::bytea[], $7::bytea[], \
+         $8::int4[]) ON CONFLICT (chain, name, address) DO NOTHING",
+    )
+    .bind(chain)
+    .bind(names)
+    .bind(addresses)
+    .bind(factories)
+    .bind(numbers)
+    .bind(hashes)
+    .bind(tx_hashes)
+    .bind(log_indexes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected())
 }
 
 /// Type OIDs of array elements (`pg_type.oid`, fixed for built-in types).
@@ -346,7 +422,7 @@ const TEXT_OID: u32 = 25;
 const COPY_CHUNK: usize = 256 * 1024;
 
 /// Copies the rows of `table` in `blocks` into the table; returns how many rows the server inserted.
-async fn copy_table(
+pub(crate) async fn copy_table(
     conn: &mut PgConnection,
     rows: &mut CopyRows,
     table: Table,
@@ -396,7 +472,7 @@ fn copy_failed(err: sqlx::Error, table: Table, chain: &str, blocks: &[Normalized
 /// Rows in PostgreSQL's binary `COPY` format: a header, per row the field count and each field as a length (-1
 /// for NULL) followed by the type's binary ("send") representation, and a trailer.
 #[derive(Debug, Default)]
-struct CopyRows {
+pub(crate) struct CopyRows {
     buf: Vec<u8>,
     rows: u64,
 }
@@ -478,6 +554,16 @@ impl CopyRows {
         } else {
             self.bytes(value.as_bytes())
         }
+    }
+
+    /// `jsonb`: a format version byte (1) followed by the JSON text. JSON escapes NUL as `\u0000`, which jsonb
+    /// rejects, so the decoder's output never contains a raw one; a malformed text fails the batch at the server.
+    fn jsonb(&mut self, json: &str) -> Result<()> {
+        let len = to_i32(json.len() + 1, "field length")?;
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.push(1);
+        self.buf.extend_from_slice(json.as_bytes());
+        Ok(())
     }
 
     fn opt_text(&mut self, value: Option<&str>) -> Result<()> {

@@ -49,6 +49,8 @@ fn block(number: u64, parent: Option<u64>) -> NormalizedBlock {
         logs: Vec::new(),
         transfers: Vec::new(),
         instructions: Vec::new(),
+        events: Vec::new(),
+        created_contracts: Vec::new(),
     }
 }
 
@@ -736,6 +738,8 @@ fn slot_block(slot: u64, parent: u64, height: u64) -> NormalizedBlock {
         logs: Vec::new(),
         transfers: Vec::new(),
         instructions: Vec::new(),
+        events: Vec::new(),
+        created_contracts: Vec::new(),
     }
 }
 

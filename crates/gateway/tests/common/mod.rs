@@ -295,6 +295,8 @@ impl BlockBuilder {
             logs: self.logs,
             transfers: self.transfers,
             instructions: Vec::new(),
+            events: Vec::new(),
+            created_contracts: Vec::new(),
         }
     }
 }

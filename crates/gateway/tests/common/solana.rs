@@ -119,6 +119,8 @@ impl SolanaBlockBuilder {
             transactions: Vec::new(),
             transfers: Vec::new(),
             instructions: Vec::new(),
+            events: Vec::new(),
+            created_contracts: Vec::new(),
             positions: Vec::new(),
         }
     }
