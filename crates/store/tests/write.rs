@@ -256,6 +256,8 @@ fn stats_of(blocks: &[NormalizedBlock]) -> WriteStats {
         logs: blocks.iter().map(|b| b.logs.len() as u64).sum(),
         transfers: blocks.iter().map(|b| b.transfers.len() as u64).sum(),
         instructions: blocks.iter().map(|b| b.instructions.len() as u64).sum(),
+        events: blocks.iter().map(|b| b.events.len() as u64).sum(),
+        contracts: blocks.iter().map(|b| b.created_contracts.len() as u64).sum(),
     }
 }
 

@@ -119,8 +119,6 @@ impl SolanaBlockBuilder {
             transactions: Vec::new(),
             transfers: Vec::new(),
             instructions: Vec::new(),
-            events: Vec::new(),
-            created_contracts: Vec::new(),
             positions: Vec::new(),
         }
     }
@@ -235,6 +233,8 @@ impl SolanaBlockBuilder {
             logs: Vec::new(),
             transfers: self.transfers,
             instructions: self.instructions,
+            events: Vec::new(),
+            created_contracts: Vec::new(),
         }
     }
 }
