@@ -9,6 +9,7 @@
 //! fetched, in ranges that adapt to what the upstreams accept: logs and token transfers, no transactions.
 
 mod hints;
+mod history;
 mod logs;
 mod network;
 mod normalize;

@@ -112,14 +112,15 @@ async fn logs_from_receipts(provider: &RootProvider<AnyNetwork>, number: u64) ->
     Some(receipts.iter().flat_map(|receipt| receipt.inner.inner.logs().iter().cloned()).collect())
 }
 
-/// The logs of `range`, in block order (within a block in the order the upstream gave them), fetched in pieces
-/// of `sizer`'s size with up to `concurrency` calls in flight.
+/// The logs of `range` that `filter` selects (its block range is replaced), in block order (within a block in the
+/// order the upstream gave them), fetched in pieces of `sizer`'s size with up to `concurrency` calls in flight.
 pub(crate) async fn logs_in_range(
     chain: &str,
     provider: &RootProvider<AnyNetwork>,
     sizer: &RangeSizer,
     concurrency: usize,
     range: RangeInclusive<u64>,
+    filter: &Filter,
 ) -> Result<Vec<RpcLog>, NetworkError> {
     // Parts of the range not asked for yet, ascending except for refused pieces put back in front.
     let mut pending: VecDeque<(u64, u64)> = VecDeque::from([(*range.start(), *range.end())]);
@@ -134,11 +135,13 @@ pub(crate) async fn logs_in_range(
             if end < to {
                 pending.push_front((end + 1, to));
             }
-            let filter = Filter::new().from_block(from).to_block(end);
+            let filter = filter.clone().from_block(from).to_block(end);
             inflight.push(async move {
                 let mut result = provider.get_logs(&filter).await;
                 // One block with more logs than the upstream returns at once: its receipts have them all.
                 if from == end
+                    && filter.address.is_empty()
+                    && filter.topics.iter().all(|topic| topic.is_empty())
                     && result.as_ref().err().and_then(refusal).is_some()
                     && let Some(logs) = logs_from_receipts(provider, from).await
                 {

@@ -53,13 +53,15 @@ impl Default for EvmOptions {
 
 #[derive(Debug)]
 pub struct EvmNetwork {
-    spec: ChainSpec,
-    provider: RootProvider<AnyNetwork>,
-    fetch_concurrency: usize,
+    pub(crate) spec: ChainSpec,
+    pub(crate) provider: RootProvider<AnyNetwork>,
+    pub(crate) fetch_concurrency: usize,
     use_block_receipts: AtomicBool,
     mode: FetchMode,
     /// Logs mode: blocks per `eth_getLogs` call, as learned so far.
     logs_range: RangeSizer,
+    /// The same for filtered `eth_getLogs` calls (contract history), whose answers are much sparser.
+    pub(crate) filtered_logs_range: RangeSizer,
 }
 
 fn raw(json: &str) -> Box<RawValue> {
@@ -109,6 +111,7 @@ impl EvmNetwork {
             use_block_receipts: AtomicBool::new(options.use_block_receipts),
             mode: FetchMode::Full,
             logs_range: RangeSizer::default(),
+            filtered_logs_range: RangeSizer::default(),
         }
     }
 
@@ -135,12 +138,14 @@ impl EvmNetwork {
             })
             .buffered(self.fetch_concurrency)
             .try_collect::<Vec<_>>();
+        let every_log = Filter::new();
         let logs = logs_in_range(
             &self.spec.name,
             &self.provider,
             &self.logs_range,
             self.fetch_concurrency,
             range.clone(),
+            &every_log,
         );
         let (headers, logs) = tokio::try_join!(headers, logs)?;
 

@@ -22,7 +22,7 @@ fn u32_index(value: Option<u64>, what: &str, block: u64) -> Result<u32, NetworkE
         .ok_or_else(|| NetworkError::Malformed(format!("block {block}: missing or oversized {what}")))
 }
 
-fn normalize_log(log: &RpcLog, block: u64) -> Result<Log, NetworkError> {
+pub(crate) fn normalize_log(log: &RpcLog, block: u64) -> Result<Log, NetworkError> {
     let tx_hash = log
         .transaction_hash
         .ok_or_else(|| NetworkError::Malformed(format!("block {block}: log without transactionHash")))?;

@@ -138,6 +138,23 @@ pub struct NormalizedBlock {
 }
 
 impl NormalizedBlock {
+    /// A block that carries only `logs` (no parent, transactions or transfers): the input of a contract entry's
+    /// catch-up, whose blocks were indexed earlier or are below the indexed range.
+    pub fn logs_only(ptr: BlockPtr, logs: Vec<Log>) -> Self {
+        Self {
+            ptr,
+            parent: None,
+            timestamp: 0,
+            height: None,
+            transactions: Vec::new(),
+            logs,
+            transfers: Vec::new(),
+            instructions: Vec::new(),
+            events: Vec::new(),
+            created_contracts: Vec::new(),
+        }
+    }
+
     /// Hash of the parent block, or zero for a chain's first block (as EVM genesis headers say).
     pub fn parent_hash(&self) -> B256 {
         self.parent.map(|p| p.hash).unwrap_or_default()

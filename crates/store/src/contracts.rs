@@ -6,7 +6,7 @@
 
 use std::ops::RangeInclusive;
 
-use chainmux_core::{B256, BlockPtr, Bytes, Log, NormalizedBlock};
+use chainmux_core::{B256, Bytes, Log, NormalizedBlock};
 use sqlx::{Connection, FromRow};
 
 use crate::write::{CopyRows, Table, copy_table, insert_created_contracts, to_i64};
@@ -218,7 +218,7 @@ impl Store {
         for row in rows {
             let ptr = crate::read::ptr_from(row.block_number, row.block_hash)?;
             if blocks.last().is_none_or(|b| b.ptr != ptr) {
-                blocks.push(log_block(ptr));
+                blocks.push(NormalizedBlock::logs_only(ptr, Vec::new()));
             }
             let topics = [row.topic0, row.topic1, row.topic2, row.topic3]
                 .into_iter()
@@ -274,22 +274,6 @@ impl Store {
         metrics::counter!("chainmux_store_rows_written_total", "chain" => chain.to_owned(), "table" => "contracts")
             .increment(contracts);
         Ok(events + contracts)
-    }
-}
-
-/// A block that only carries logs (and, once decoded, events).
-fn log_block(ptr: BlockPtr) -> NormalizedBlock {
-    NormalizedBlock {
-        ptr,
-        parent: None,
-        timestamp: 0,
-        height: None,
-        transactions: Vec::new(),
-        logs: Vec::new(),
-        transfers: Vec::new(),
-        instructions: Vec::new(),
-        events: Vec::new(),
-        created_contracts: Vec::new(),
     }
 }
 
