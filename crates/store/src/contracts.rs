@@ -212,7 +212,9 @@ impl Store {
                     .fetch_all(&self.pool)
                     .await?
             }
-            None => sqlx::query_as(select_logs!("")).bind(chain).bind(from).bind(to).fetch_all(&self.pool).await?,
+            None => {
+                sqlx::query_as(select_logs!("")).bind(chain).bind(from).bind(to).fetch_all(&self.pool).await?
+            }
         };
         let mut blocks: Vec<NormalizedBlock> = Vec::new();
         for row in rows {
@@ -247,7 +249,13 @@ impl Store {
     /// Writes the catch-up rows of entry `name` (the decoded events and created contracts of `blocks`, which
     /// carry nothing else that is written) and records that the entry has caught up to block `to`, in one
     /// transaction. `blocks` must lie in the entry's pending range and at or below `to`.
-    pub async fn write_catch_up(&self, chain: &str, name: &str, blocks: &[NormalizedBlock], to: u64) -> Result<u64> {
+    pub async fn write_catch_up(
+        &self,
+        chain: &str,
+        name: &str,
+        blocks: &[NormalizedBlock],
+        to: u64,
+    ) -> Result<u64> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let moved = sqlx::query(

@@ -29,7 +29,13 @@ pub struct WriteStats {
 
 impl WriteStats {
     pub fn rows(&self) -> u64 {
-        self.blocks + self.transactions + self.logs + self.transfers + self.instructions + self.events + self.contracts
+        self.blocks
+            + self.transactions
+            + self.logs
+            + self.transfers
+            + self.instructions
+            + self.events
+            + self.contracts
     }
 }
 
@@ -556,8 +562,8 @@ impl CopyRows {
         }
     }
 
-    /// `jsonb`: a format version byte (1) followed by the JSON text. JSON escapes NUL as `\u0000`, which jsonb
-    /// rejects, so the decoder's output never contains a raw one; a malformed text fails the batch at the server.
+    /// `jsonb`: a format version byte (1) followed by the JSON text. jsonb cannot hold `\u0000`, so producers
+    /// replace NUL in strings (as [`CopyRows::text`] does); a text the server rejects fails the batch.
     fn jsonb(&mut self, json: &str) -> Result<()> {
         let len = to_i32(json.len() + 1, "field length")?;
         self.buf.extend_from_slice(&len.to_be_bytes());
