@@ -52,7 +52,7 @@ impl ContractSourceState {
     pub fn pending(&self) -> Option<RangeInclusive<u64>> {
         let next = self.caught_up_to.map_or(self.start_block, |done| done + 1).max(self.start_block);
         let last = self.live_from - 1;
-        (next <= last && next >= 0).then(|| next as u64..=last as u64)
+        (next <= last && next >= 0).then_some(next as u64..=last as u64)
     }
 }
 
