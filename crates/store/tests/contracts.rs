@@ -182,7 +182,7 @@ async fn entries_sync_without_touching_each_other() {
         .bind(CHAIN)
         .fetch_one(store.pool())
         .await
-        .unwrap();
+        .expect("xmin");
 
     // Entry b added while the chain is at block 9: it catches up on 3..=9 by itself.
     let b = static_def("b", "fb", 3);
@@ -211,7 +211,7 @@ async fn entries_sync_without_touching_each_other() {
             .bind(CHAIN)
             .fetch_one(store.pool())
             .await
-            .unwrap();
+            .expect("xmin");
     assert_eq!(a_row, a_after, "entry a's row was not rewritten");
 
     // b's definition changes: its rows go, it starts over; a keeps everything.
