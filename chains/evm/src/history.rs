@@ -52,7 +52,10 @@ impl EvmNetwork {
 
 /// Logs (of any order, possibly repeated) as blocks in ascending order. Two logs of one height with different
 /// block hashes mean a reorg raced the calls: inconsistent, to be asked again.
-fn group_by_block(range: &RangeInclusive<u64>, logs: Vec<RpcLog>) -> Result<Vec<NormalizedBlock>, NetworkError> {
+fn group_by_block(
+    range: &RangeInclusive<u64>,
+    logs: Vec<RpcLog>,
+) -> Result<Vec<NormalizedBlock>, NetworkError> {
     let mut keyed = Vec::with_capacity(logs.len());
     for log in &logs {
         let (Some(number), Some(hash)) = (log.block_number, log.block_hash) else {

@@ -8,6 +8,8 @@
 //! native value transfers. In [`FetchMode::Logs`] only block headers and `eth_getLogs` over whole ranges are
 //! fetched, in ranges that adapt to what the upstreams accept: logs and token transfers, no transactions.
 
+pub mod catch_up;
+pub mod events;
 mod hints;
 mod history;
 mod logs;
@@ -17,6 +19,7 @@ mod range_limit;
 mod transfers;
 mod transport;
 
+pub use events::{ContractSource, EventDecoder, SourceTarget};
 pub use network::{EvmNetwork, EvmOptions, FetchMode};
 pub use transfers::decode_transfers;
 pub use transport::PoolTransport;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use chainmux_config::ChainConfig;
 use chainmux_core::{ChainKind, ChainSpec, Network};
-use chainmux_evm::{EvmNetwork, EvmOptions, FetchMode};
+use chainmux_evm::catch_up::CatchUpOptions;
+use chainmux_evm::{ContractSource, EvmNetwork, EvmOptions, FetchMode, SourceTarget};
 use chainmux_rpc::{BreakerConfig, HedgeDelay, Pool, PoolConfig, RateLimit, UpstreamConfig, UpstreamPolicy};
 use chainmux_solana::{Commitment, ProgramFilter, SolanaNetwork, SolanaOptions};
 
@@ -13,6 +14,16 @@ pub(crate) struct Chain {
     pub(crate) spec: ChainSpec,
     pub(crate) pool: Arc<Pool>,
     pub(crate) network: Arc<dyn Network>,
+    /// The chain's `[[chains.contracts]]` entries, when it has any (EVM only).
+    pub(crate) contracts: Option<Contracts>,
+}
+
+/// What the indexer of an EVM chain needs to decode its configured contracts.
+#[derive(Clone)]
+pub(crate) struct Contracts {
+    pub(crate) network: Arc<EvmNetwork>,
+    pub(crate) sources: Vec<Arc<ContractSource>>,
+    pub(crate) options: CatchUpOptions,
 }
 
 pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
@@ -53,7 +64,17 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
             };
             let network = EvmNetwork::new(spec.clone(), Arc::clone(&pool), options).with_fetch_mode(fetch);
             let network = Arc::new(network);
-            Ok(Chain { spec, pool, network })
+            let sources = contract_sources(config)?;
+            let contracts = (!sources.is_empty()).then(|| Contracts {
+                network: Arc::clone(&network),
+                sources,
+                options: CatchUpOptions {
+                    address_chunk: config.logs_address_chunk(),
+                    topic_only_above: config.logs_topic_only_above(),
+                    ..CatchUpOptions::default()
+                },
+            });
+            Ok(Chain { spec, pool, network, contracts })
         }
         ChainKind::Solana => {
             // Solana clusters are identified by their genesis hash, checked by the pool.
@@ -70,9 +91,31 @@ pub(crate) fn build(config: &ChainConfig) -> anyhow::Result<Chain> {
                 programs: ProgramFilter::new(config.program_ids()),
             };
             let network = Arc::new(SolanaNetwork::new(spec.clone(), Arc::clone(&pool), options));
-            Ok(Chain { spec, pool, network })
+            Ok(Chain { spec, pool, network, contracts: None })
         }
     }
+}
+
+/// The chain's `[[chains.contracts]]` entries compiled for decoding (the config has resolved their ABIs).
+fn contract_sources(config: &ChainConfig) -> anyhow::Result<Vec<Arc<ContractSource>>> {
+    config
+        .contracts
+        .iter()
+        .map(|contract| {
+            let target = match (&contract.factory, contract.factory_event()) {
+                (Some(factory), Some(event)) => SourceTarget::Factory {
+                    address: factory.address.to_bytes().into(),
+                    event: event.clone(),
+                    parameter: factory.parameter.clone(),
+                },
+                _ => SourceTarget::Addresses(contract.addresses().into_iter().map(Into::into).collect()),
+            };
+            let start_block = contract.start_block_or(config.start_block);
+            let source = ContractSource::new(contract.name.clone(), contract.selected_events(), target, start_block)
+                .map_err(|err| anyhow::anyhow!("chain {}: contract {}: {err}", config.name, contract.name))?;
+            Ok(Arc::new(source.with_abi(contract.abi_json())))
+        })
+        .collect()
 }
 
 /// The config's resolved per-upstream policy, in the pool's terms.

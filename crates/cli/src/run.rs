@@ -49,7 +49,30 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);
             let name = chain.spec.name.clone();
             let cancel = shutdown.child_token();
-            indexers.spawn(async move { (name, indexer.run(cancel).await) });
+            let contracts = chain.contracts.clone();
+            let store = store.clone();
+            let start_block = chain_config.start_block;
+            indexers.spawn(async move {
+                let mut indexer = indexer;
+                // Contract entries catch up before the indexer moves on, so each block is decoded exactly once.
+                if let Some(contracts) = contracts {
+                    let prepared = chainmux_evm::catch_up::prepare(
+                        &contracts.network,
+                        &store,
+                        contracts.sources,
+                        start_block,
+                        contracts.options,
+                        &cancel,
+                    )
+                    .await;
+                    match prepared {
+                        Ok(decoder) => indexer = indexer.with_decoder(Box::new(decoder)),
+                        Err(chainmux_evm::catch_up::CatchUpError::Cancelled { .. }) => return (name, Ok(())),
+                        Err(err) => return (name, Err(anyhow::Error::new(err))),
+                    }
+                }
+                (name, indexer.run(cancel).await.map_err(anyhow::Error::new))
+            });
         }
     }
 
@@ -120,13 +143,11 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
 }
 
 /// Logs how an indexer task ended; `true` if it failed.
-fn report(
-    joined: Result<(String, Result<(), chainmux_indexer::IndexerError>), tokio::task::JoinError>,
-) -> bool {
+fn report(joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> bool {
     match joined {
         Ok((_, Ok(()))) => false,
         Ok((chain, Err(err))) => {
-            error!(%chain, %err, "indexer ended with an error");
+            error!(%chain, err = %format!("{err:#}"), "indexer ended with an error");
             true
         }
         Err(err) => {

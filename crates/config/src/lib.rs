@@ -2,11 +2,12 @@
 //!
 //! A config is a TOML file describing the database, the gateway listener and the chains
 //! to index with their upstream RPC endpoints. [`load`] turns it into a validated
-//! [`Config`] in six steps: parse the TOML; apply `CHAINMUX_*` environment overrides;
+//! [`Config`] in seven steps: parse the TOML; apply `CHAINMUX_*` environment overrides;
 //! expand `${VAR}` references in strings; fill in the defaults that depend on a chain's
-//! `kind`; deserialize with key paths in type errors; and check every semantic rule,
-//! reporting all violations at once. Every error names the file and the key path, so an
-//! operator can fix a config from the message alone.
+//! `kind`; deserialize with key paths in type errors; check every semantic rule; and read
+//! the ABI files of `[[chains.contracts]]` and check the entries against them, reporting
+//! the violations of the last two steps all at once. Every error names the file and the
+//! key path, so an operator can fix a config from the message alone.
 //!
 //! Database and upstream URLs carry credentials (passwords, provider API keys). They are
 //! held in [`DatabaseUrl`] and [`UpstreamUrl`], whose `Debug`, `Display` and `Serialize`
@@ -17,7 +18,8 @@
 //!
 //! A variable `CHAINMUX_<PATH>` sets the key at `<PATH>`, whose segments are separated by
 //! `__` and matched case-insensitively, with `-` in a key matching `_` in the name.
-//! Elements of `chains`, `upstreams` and `programs` are addressed by `name` or by index:
+//! Elements of `chains`, `upstreams`, `programs` and `contracts` are addressed by `name` or
+//! by index:
 //!
 //! ```text
 //! CHAINMUX_DATABASE__URL=postgres://...                    database.url
@@ -26,6 +28,8 @@
 //! CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__URL=http://  ...upstreams[name = "anvil-a"].url
 //! CHAINMUX_CHAINS__LOCAL__UPSTREAMS__ANVIL_A__RPC__RATE_LIMIT_RPS=25
 //!                                                  ...upstreams[name = "anvil-a"].rpc.rate_limit_rps
+//! CHAINMUX_CHAINS__LOCAL__CONTRACTS__TOKEN__START_BLOCK=100
+//!                                                  ...contracts[name = "token"].start_block
 //! ```
 //!
 //! Values that parse as an integer, float or `true`/`false` get that type; anything else
@@ -46,10 +50,23 @@
 //!
 //! # Chain families
 //!
-//! `kind = "evm"` chains need `chain_id` and may set `use_block_receipts` and `fetch`;
-//! `kind = "solana"` chains may set `genesis_hash`, `commitment` and `[[chains.programs]]`
-//! ([`ProgramConfig`]). A key of the other family is an error at that key. Solana chains
-//! default to `batch_size = 50` and `poll_interval_ms = 400`; block counts mean slots there.
+//! `kind = "evm"` chains need `chain_id` and may set `use_block_receipts`, `fetch`,
+//! `logs_address_chunk`, `logs_topic_only_above` and `[[chains.contracts]]`
+//! ([`ContractConfig`]); `kind = "solana"` chains may set `genesis_hash`, `commitment` and
+//! `[[chains.programs]]` ([`ProgramConfig`]). A key of the other family is an error at that
+//! key. Solana chains default to `batch_size = 50` and `poll_interval_ms = 400`; block
+//! counts mean slots there.
+//!
+//! # Contracts and their ABI files
+//!
+//! A `[[chains.contracts]]` entry names a JSON ABI file (or a solc/Hardhat/Foundry artefact
+//! with an `"abi"` array), relative to the config file's directory. [`load`] reads it and
+//! checks the entry against it: the `events` it selects exist, the factory's event parses
+//! or exists, and its `parameter` is an `address` input. The results are kept in the entry
+//! ([`ContractConfig::abi_json`], [`ContractConfig::selected_events`],
+//! [`ContractConfig::factory_event`]). [`Config::validate`] reads no files, so a config
+//! built in code must resolve its entries itself ([`ContractConfig::load_abi`],
+//! [`ContractConfig::resolve_with`]) before those accessors are used.
 //!
 //! # Interpolation
 //!
@@ -57,6 +74,7 @@
 //! `NAME`, and `${NAME:-default}` falls back to `default` when `NAME` is unset or empty.
 //! `$${` produces a literal `${`. An unset variable without default is an error.
 
+mod contracts;
 mod error;
 mod interpolate;
 mod overrides;
@@ -70,17 +88,19 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use contracts::{AddressList, ContractConfig, FactoryConfig};
 pub use error::{ConfigError, Problem, Result};
 pub use overrides::RESERVED_ENV_VARS;
 pub use redact::{redact_database_url, redact_url};
 pub use schema::{
     Base58Id, Base58IdError, ChainConfig, ChainKind, Commitment, Config, DatabaseConfig, DatabaseUrl,
-    FetchMode, GatewayConfig, ProgramConfig, RpcConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides,
-    UpstreamUrl,
+    EvmAddress, EvmAddressError, FetchMode, GatewayConfig, ProgramConfig, RpcConfig, UpstreamConfig,
+    UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process
-/// environment. Errors name the file as `path` displays.
+/// environment. Errors name the file as `path` displays. Relative ABI paths of
+/// `[[chains.contracts]]` are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config> {
     let origin = path.display().to_string();
     let text =
@@ -90,13 +110,24 @@ pub fn load(path: &Path) -> Result<Config> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
         .collect();
-    load_with_env(&text, &origin, &env)
+    load_in(&text, &origin, base_dir(path), &env)
 }
 
 /// Resolves and validates config `text` against `env`, which stands in for the process
 /// environment for both overrides and interpolation. `origin` names the text in errors
-/// (normally its file path).
+/// (normally its file path); relative ABI paths of `[[chains.contracts]]` are relative to
+/// its directory part, i.e. to the current directory when `origin` has none.
 pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -> Result<Config> {
+    load_in(text, origin, base_dir(Path::new(origin)), env)
+}
+
+/// The directory relative paths in the config file at `path` start from.
+fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+/// [`load_with_env`] with the directory that relative ABI paths start from.
+fn load_in(text: &str, origin: &str, base_dir: &Path, env: &BTreeMap<String, String>) -> Result<Config> {
     let file = || origin.to_owned();
 
     let mut table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
@@ -115,7 +146,7 @@ pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -
 
     schema::fill_kind_defaults(&mut table);
 
-    let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
+    let mut config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
         let key = match err.path().to_string() {
             root if root == "." => String::new(),
             key => key,
@@ -126,8 +157,10 @@ pub fn load_with_env(text: &str, origin: &str, env: &BTreeMap<String, String>) -
         ConfigError::Type { file: file(), key, message, set_by }
     })?;
 
-    config.validate(origin)?;
-    Ok(config)
+    // The rules first, then what needs the ABI files; all problems are reported together.
+    let mut problems = config.problems();
+    problems.extend(contracts::resolve_all(&mut config, base_dir));
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { file: file(), problems }) }
 }
 
 /// `message` about the value at `key`, plus where a call-level `[chains.rpc]` key

@@ -19,7 +19,7 @@ const TOP_LEVEL_KEYS: &[&str] = &["database", "gateway", "chains"];
 
 /// Keys that hold arrays of tables whose elements are addressed by `name` or index. When
 /// absent, creating a table in their place would only produce a confusing type error.
-const ARRAY_KEYS: &[&str] = &["chains", "upstreams", "programs"];
+const ARRAY_KEYS: &[&str] = &["chains", "upstreams", "programs", "contracts"];
 
 /// An override that was applied: the key path it set and the variable that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]

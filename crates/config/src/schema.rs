@@ -1,7 +1,8 @@
 //! The configuration types, their defaults and typed accessors.
 //!
-//! A few keys exist for one chain family only (`chain_id`, `use_block_receipts` and `fetch` on EVM; `genesis_hash`,
-//! `commitment` and `[[chains.programs]]` on Solana) and a few defaults differ per family. Serde cannot see `kind`
+//! A few keys exist for one chain family only (`chain_id`, `use_block_receipts`, `fetch`, `logs_address_chunk`,
+//! `logs_topic_only_above` and `[[chains.contracts]]` on EVM; `genesis_hash`, `commitment` and
+//! `[[chains.programs]]` on Solana) and a few defaults differ per family. Serde cannot see `kind`
 //! while filling a field's default, so family-only keys are `Option`s (present or not, checked against `kind` by
 //! validation) and [`fill_kind_defaults`] writes the per-family defaults into the TOML before deserialization.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::contracts::ContractConfig;
 use crate::redact::{redact_database_url, redact_url};
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -26,6 +28,12 @@ const DEFAULT_BATCH_SIZE: u64 = 100;
 const DEFAULT_FETCH_CONCURRENCY: usize = 8;
 const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
 const DEFAULT_USE_BLOCK_RECEIPTS: bool = true;
+/// Providers commonly cap an `eth_getLogs` address filter somewhere between a few hundred and a few thousand
+/// addresses; 500 stays under the usual caps while keeping the number of requests small.
+const DEFAULT_LOGS_ADDRESS_CHUNK: usize = 500;
+/// Beyond a few chunks of addresses, one topic-filtered request per range (filtered locally) costs fewer calls
+/// than many address-filtered ones.
+const DEFAULT_LOGS_TOPIC_ONLY_ABOVE: usize = 2000;
 /// Solana fetches one `getBlock` per slot, so a batch of slots costs as many calls as a batch of EVM blocks does
 /// with receipts; a smaller batch keeps each write (and the work lost to a failed batch) short.
 const DEFAULT_SOLANA_BATCH_SIZE: u64 = 50;
@@ -230,6 +238,18 @@ pub struct ChainConfig {
     /// [`load`](crate::load)); rejected on Solana chains. Read it with [`Self::fetch`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchMode>,
+    /// EVM: most addresses in one `eth_getLogs` address filter when contract history is fetched with
+    /// `eth_getLogs`; more addresses are split into several requests. Default 500 (filled in by
+    /// [`load`](crate::load)), range 1..=10000; rejected on Solana chains. Read it with
+    /// [`Self::logs_address_chunk`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_address_chunk: Option<usize>,
+    /// EVM: above this many addresses (e.g. a factory's children), contract history is fetched by event topic
+    /// only, without an address filter, and the logs are filtered locally. Default 2000 (filled in by
+    /// [`load`](crate::load)), at least 1; rejected on Solana chains. Read it with
+    /// [`Self::logs_topic_only_above`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_topic_only_above: Option<usize>,
     /// Deepest reorg (in blocks, slots on Solana) rolled back automatically; a deeper one stops the chain's
     /// indexer. Default 128.
     #[serde(default = "default_max_reorg_depth")]
@@ -250,6 +270,10 @@ pub struct ChainConfig {
     /// rejected on EVM chains. Transfers are indexed whether or not their programs are listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<ProgramConfig>,
+    /// `[[chains.contracts]]` (EVM): contracts whose events are decoded with their ABI. Optional; rejected on
+    /// Solana chains. [`load`](crate::load) reads their ABI files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contracts: Vec<ContractConfig>,
 }
 
 impl ChainConfig {
@@ -271,6 +295,23 @@ impl ChainConfig {
     /// The effective `fetch` mode of an EVM chain: the configured one, else `full`. Meaningless on Solana.
     pub fn fetch(&self) -> FetchMode {
         self.fetch.unwrap_or_default()
+    }
+
+    /// The effective `logs_address_chunk` of an EVM chain: the configured value, else 500. Meaningless on
+    /// Solana.
+    pub fn logs_address_chunk(&self) -> usize {
+        self.logs_address_chunk.unwrap_or(DEFAULT_LOGS_ADDRESS_CHUNK)
+    }
+
+    /// The effective `logs_topic_only_above` of an EVM chain: the configured value, else 2000. Meaningless on
+    /// Solana.
+    pub fn logs_topic_only_above(&self) -> usize {
+        self.logs_topic_only_above.unwrap_or(DEFAULT_LOGS_TOPIC_ONLY_ABOVE)
+    }
+
+    /// The contract entry with the given name, if configured.
+    pub fn contract(&self, name: &str) -> Option<&ContractConfig> {
+        self.contracts.iter().find(|c| c.name == name)
     }
 
     /// The program ids of [`Self::programs`], in configured order.
@@ -757,8 +798,123 @@ impl Visitor<'_> for Base58IdVisitor {
     }
 }
 
+/// A 20-byte EVM address written as `0x` and 40 hex digits, in either case (mixed-case EIP-55 checksums are
+/// accepted as written, not verified).
+///
+/// Parsed when the config is read, so a malformed value is a type error at its key. `Display` and `Serialize`
+/// give the lowercase `0x` form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EvmAddress([u8; 20]);
+
+impl EvmAddress {
+    /// Wraps raw bytes.
+    pub const fn new(bytes: [u8; 20]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 20 bytes.
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+
+    /// The raw 20 bytes, by value.
+    pub fn to_bytes(self) -> [u8; 20] {
+        self.0
+    }
+}
+
+impl From<[u8; 20]> for EvmAddress {
+    fn from(bytes: [u8; 20]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl From<EvmAddress> for [u8; 20] {
+    fn from(address: EvmAddress) -> Self {
+        address.0
+    }
+}
+
+/// Why a string is not an [`EvmAddress`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvmAddressError {
+    /// The text does not start with `0x`.
+    #[error("an address must start with 0x")]
+    Prefix,
+    /// `0x` is followed by the wrong number of characters.
+    #[error("an address has 40 hex digits after 0x, got {0}")]
+    Length(usize),
+    /// A character after `0x` is not a hex digit.
+    #[error("invalid hex digit {0:?}")]
+    Digit(char),
+}
+
+impl FromStr for EvmAddress {
+    type Err = EvmAddressError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let digits = text.strip_prefix("0x").ok_or(EvmAddressError::Prefix)?;
+        if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(EvmAddressError::Digit(bad));
+        }
+        if digits.len() != 40 {
+            return Err(EvmAddressError::Length(digits.len()));
+        }
+        let mut bytes = [0u8; 20];
+        for (byte, pair) in bytes.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+            *byte = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// The value of an ASCII hex digit; the caller has checked that it is one.
+fn hex_value(digit: u8) -> u8 {
+    char::from(digit).to_digit(16).and_then(|value| u8::try_from(value).ok()).unwrap_or(0)
+}
+
+impl fmt::Display for EvmAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("0x")?;
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for EvmAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EvmAddress").field(&self.to_string()).finish()
+    }
+}
+
+impl Serialize for EvmAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EvmAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(EvmAddressVisitor)
+    }
+}
+
+struct EvmAddressVisitor;
+
+impl Visitor<'_> for EvmAddressVisitor {
+    type Value = EvmAddress;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address string (0x and 40 hex digits)")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<EvmAddress, E> {
+        text.parse().map_err(|err| E::custom(format!("{err} in {text:?}")))
+    }
+}
+
 /// Writes the defaults that depend on a chain's `kind` into each `[[chains]]` table that lacks the key: on
-/// Solana `batch_size`, `poll_interval_ms` and `commitment`, on EVM `use_block_receipts` and `fetch`. Runs on
+/// Solana `batch_size`, `poll_interval_ms` and `commitment`, on EVM `use_block_receipts`, `fetch`,
+/// `logs_address_chunk` and `logs_topic_only_above`. Runs on
 /// the TOML after overrides and interpolation, so an override or a `${VAR}` counts as set, and the resolved
 /// config (and [`Config::redacted`]) shows the effective values. Tables without a valid `kind` are left for
 /// deserialization to report.
@@ -773,7 +929,12 @@ pub(crate) fn fill_kind_defaults(root: &mut toml::Table) {
                 ("commitment", Commitment::default().as_str().into()),
             ]
         } else if kind == Some(ChainKind::Evm.as_str()) {
-            vec![("use_block_receipts", DEFAULT_USE_BLOCK_RECEIPTS.into()), ("fetch", "full".into())]
+            vec![
+                ("use_block_receipts", DEFAULT_USE_BLOCK_RECEIPTS.into()),
+                ("fetch", "full".into()),
+                ("logs_address_chunk", int_value(DEFAULT_LOGS_ADDRESS_CHUNK as u64)),
+                ("logs_topic_only_above", int_value(DEFAULT_LOGS_TOPIC_ONLY_ABOVE as u64)),
+            ]
         } else {
             continue;
         };
@@ -883,6 +1044,8 @@ mod tests {
                 poll_interval_ms: 1000,
                 use_block_receipts: Some(true),
                 fetch: Some(FetchMode::Full),
+                logs_address_chunk: Some(500),
+                logs_topic_only_above: Some(2000),
                 max_reorg_depth: 128,
                 finality_confirmations: None,
                 rpc: RpcConfig::default(),
@@ -892,6 +1055,7 @@ mod tests {
                     rpc: UpstreamRpcOverrides::default(),
                 }],
                 programs: Vec::new(),
+                contracts: Vec::new(),
             }],
         };
         let text = format!("{config:?} {config:#?}");
@@ -942,7 +1106,9 @@ mod tests {
         let evm = chains[1].as_table().expect("table");
         assert_eq!(evm["fetch"].as_str(), Some("logs"));
         assert_eq!(evm["use_block_receipts"].as_bool(), Some(true));
-        assert_eq!(evm.len(), 3, "{evm:?}");
+        assert_eq!(evm["logs_address_chunk"].as_integer(), Some(500));
+        assert_eq!(evm["logs_topic_only_above"].as_integer(), Some(2000));
+        assert_eq!(evm.len(), 5, "{evm:?}");
         assert_eq!(chains[2].as_table().expect("table").len(), 1);
     }
 

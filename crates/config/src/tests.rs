@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod contracts;
+
 const FILE: &str = "config/local.toml";
 
 const FULL: &str = r#"
@@ -437,6 +439,9 @@ fn each_validation_rule_is_reported_at_its_key() {
         ("chains[0].batch_size", "between 1 and 10000", "0"),
         ("chains[0].fetch_concurrency", "between 1 and 256", "257"),
         ("chains[0].poll_interval_ms", "at least 10, got 9", "9"),
+        ("chains[0].logs_address_chunk", "between 1 and 10000, got 0", "0"),
+        ("chains[0].logs_address_chunk", "between 1 and 10000, got 10001", "10001"),
+        ("chains[0].logs_topic_only_above", "at least 1, got 0", "0"),
         ("chains[0].rpc.request_timeout_ms", "at least 1, got 0", "0"),
         ("chains[0].rpc.max_attempts", "between 1 and 20, got 21", "21"),
         ("chains[0].rpc.probe_interval_ms", "at least 50", "49"),

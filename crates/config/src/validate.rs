@@ -1,5 +1,6 @@
 //! Semantic checks that serde cannot express: ranges, name rules, uniqueness, URLs, and which
-//! keys a chain's `kind` allows.
+//! keys a chain's `kind` allows. Checks that need files (the ABIs of `[[chains.contracts]]`)
+//! are not here: [`load`](crate::load) runs them after these.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -8,8 +9,8 @@ use std::net::SocketAddr;
 use url::Url;
 
 use crate::{
-    ChainConfig, ChainKind, Config, ConfigError, Problem, ProgramConfig, Result, RpcConfig, UpstreamConfig,
-    UpstreamRpcOverrides,
+    AddressList, ChainConfig, ChainKind, Config, ConfigError, ContractConfig, Problem, ProgramConfig, Result,
+    RpcConfig, UpstreamConfig, UpstreamRpcOverrides,
 };
 
 impl Config {
@@ -87,6 +88,13 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
         check_upstream_rpc(&chain.rpc, &upstream.rpc, &format!("{key}.rpc"), &rpc_key, p);
     }
     check_programs(&chain.programs, &format!("{key}.programs"), p);
+    if chain.kind == ChainKind::Evm {
+        if let Some(chunk) = chain.logs_address_chunk {
+            p.range(&format!("{key}.logs_address_chunk"), chunk, 1, 10_000);
+        }
+        p.opt_at_least(&format!("{key}.logs_topic_only_above"), chain.logs_topic_only_above, 1);
+        check_contracts(&chain.contracts, &format!("{key}.contracts"), p);
+    }
 }
 
 /// The keys of one chain family: required where needed, and rejected on the other family, where they
@@ -116,9 +124,14 @@ fn check_kind_keys(chain: &ChainConfig, key: &str, p: &mut Problems) {
                     "not used on solana chains: Solana chains are identified by genesis_hash; remove it",
                 );
             }
-            for (name, set) in
-                [("use_block_receipts", chain.use_block_receipts.is_some()), ("fetch", chain.fetch.is_some())]
-            {
+            let evm_only = [
+                ("use_block_receipts", chain.use_block_receipts.is_some()),
+                ("fetch", chain.fetch.is_some()),
+                ("logs_address_chunk", chain.logs_address_chunk.is_some()),
+                ("logs_topic_only_above", chain.logs_topic_only_above.is_some()),
+                ("contracts", !chain.contracts.is_empty()),
+            ];
+            for (name, set) in evm_only {
                 if set {
                     p.add(k(name), "only evm chains have this key; remove it or set kind = \"evm\"");
                 }
@@ -142,6 +155,41 @@ fn check_programs(programs: &[ProgramConfig], key: &str, p: &mut Problems) {
             None => {
                 ids.insert(program.id, key);
             }
+        }
+    }
+}
+
+/// `[[chains.contracts]]`, as far as it goes without the ABI files: names by the usual rule, exactly one of
+/// `address` and `factory`, address lists non-empty without duplicates, and a non-empty `events` list.
+fn check_contracts(contracts: &[ContractConfig], key: &str, p: &mut Problems) {
+    let mut names = BTreeMap::new();
+    for (i, contract) in contracts.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        p.name(&format!("{key}.name"), &contract.name, "contract", &mut names);
+        let address_key = format!("{key}.address");
+        match (&contract.address, &contract.factory) {
+            (Some(_), Some(_)) => p.add(&address_key, "set address or factory, not both"),
+            (None, None) => p.add(&address_key, "set address or factory: one of them is required"),
+            _ => {}
+        }
+        if let Some(AddressList::Many(addresses)) = &contract.address {
+            if addresses.is_empty() {
+                p.add(&address_key, "lists no address; give at least one");
+            }
+            for (j, address) in addresses.iter().enumerate() {
+                if let Some(first) = addresses[..j].iter().position(|a| a == address) {
+                    p.add(
+                        format!("{address_key}[{j}]"),
+                        format!("duplicate address {address} (already listed at {address_key}[{first}])"),
+                    );
+                }
+            }
+        }
+        if contract.events.as_ref().is_some_and(Vec::is_empty) {
+            p.add(
+                format!("{key}.events"),
+                "lists no event; leave the key out to index every event of the ABI",
+            );
         }
     }
 }

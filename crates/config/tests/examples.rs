@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use chainmux_config::{ChainKind, Commitment, UpstreamPolicy};
 
+/// The example's text and its real path as origin, so ABI files it names resolve as they do for `chainmux run`.
 fn example(name: &str) -> (String, String) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    (text, format!("config/{name}"))
+    (text, path.display().to_string())
 }
 
 #[test]
@@ -23,6 +24,13 @@ fn local_example_is_valid_with_an_empty_environment() {
     assert_eq!(config.gateway.listen, "127.0.0.1:8080");
     assert_eq!(config.chains[0].max_reorg_depth, 128, "default");
     assert_eq!(config.chains[0].finality_confirmations, None, "default: the chain's finalized tag");
+    let names: Vec<&str> = config.chains[0].contracts.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["demo-token", "children"]);
+    let token_events: Vec<String> =
+        config.chains[0].contracts[0].selected_events().iter().map(|e| e.signature()).collect();
+    assert!(token_events.contains(&"Transfer(address,address,uint256)".to_owned()), "{token_events:?}");
+    let factory = config.chains[0].contracts[1].factory_event().expect("factory event");
+    assert_eq!(factory.signature(), "ChildCreated(address,uint256)");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! pools, health and readiness probes, Prometheus metrics.
 //!
 //! Every REST route serves every chain family in that family's own spelling (`0x` hex on EVM, base58 on Solana);
-//! `/logs` exists on EVM chains and `/instructions` on Solana chains only.
+//! `/logs`, `/events` and `/contracts` (the ABI-decoded events of `[[chains.contracts]]` entries) exist on EVM
+//! chains and `/instructions` on Solana chains only.
 //!
 //! The JSON-RPC proxy keeps answers that can never change (finalized Solana blocks and transactions, …) in a
 //! bounded in-memory cache; the `cache_policy` module decides what qualifies per chain family.
@@ -11,6 +12,7 @@
 
 mod cache_policy;
 mod error;
+mod event_filter;
 mod metrics_layer;
 mod params;
 mod render;
@@ -155,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chains/{chain}/transfers", get(routes::transfers))
         .route("/v1/chains/{chain}/logs", get(routes::logs))
         .route("/v1/chains/{chain}/instructions", get(routes::instructions))
+        .route("/v1/chains/{chain}/events", get(routes::events))
+        .route("/v1/chains/{chain}/contracts", get(routes::contracts))
         .route("/rpc/{chain}", post(routes::rpc))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

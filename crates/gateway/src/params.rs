@@ -2,7 +2,7 @@
 //! chain spells them: `0x` hex on EVM, base58 on Solana.
 
 use chainmux_core::ChainKind;
-use chainmux_store::{InstructionKey, LogKey, TransferKey};
+use chainmux_store::{ContractKey, EventKey, InstructionKey, LogKey, TransferKey};
 
 use crate::AppError;
 
@@ -13,14 +13,24 @@ pub(crate) struct QueryParams {
 
 impl QueryParams {
     /// Rejects unknown and repeated parameters, so a typo (`fromBlock`) is an error instead of a silently ignored
-    /// filter.
-    pub(crate) fn parse(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, AppError> {
+    /// filter. With a `prefix`, every name made of it and a non-empty rest (`arg.<param>`) is accepted too, read
+    /// with [`Self::prefixed`].
+    pub(crate) fn parse(
+        pairs: Vec<(String, String)>,
+        allowed: &[&str],
+        prefix: Option<&str>,
+    ) -> Result<Self, AppError> {
         for (i, (name, _)) in pairs.iter().enumerate() {
-            if !allowed.contains(&name.as_str()) {
-                return Err(AppError::bad(
-                    name.clone(),
-                    format!("unknown parameter; accepted: {}", allowed.join(", ")),
-                ));
+            let prefixed = prefix.and_then(|p| name.strip_prefix(p));
+            if prefixed == Some("") {
+                return Err(AppError::bad(name.clone(), "parameter name missing after the prefix"));
+            }
+            if prefixed.is_none() && !allowed.contains(&name.as_str()) {
+                let mut accepted = allowed.join(", ");
+                if let Some(prefix) = prefix {
+                    accepted.push_str(&format!(", {prefix}<name>"));
+                }
+                return Err(AppError::bad(name.clone(), format!("unknown parameter; accepted: {accepted}")));
             }
             if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(AppError::bad(name.clone(), "parameter given more than once"));
@@ -31,6 +41,11 @@ impl QueryParams {
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The parameters named `prefix` and something, as (something, value), in request order.
+    pub(crate) fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.pairs.iter().filter_map(move |(n, v)| Some((n.strip_prefix(prefix)?, v.as_str())))
     }
 
     pub(crate) fn block(&self, name: &'static str) -> Result<Option<i64>, AppError> {
@@ -198,6 +213,38 @@ pub(crate) fn decode_instruction_cursor(text: &str) -> Result<InstructionKey, Ap
     Ok(InstructionKey { block_number, tx_index, position })
 }
 
+pub(crate) fn encode_event_cursor(key: &EventKey) -> String {
+    format!("{}.{}.{}", key.block_number, key.log_index, key.contract)
+}
+
+/// The entry name comes last: everything after the second dot is the name.
+pub(crate) fn decode_event_cursor(text: &str) -> Result<EventKey, AppError> {
+    let invalid = || AppError::bad("cursor", "not a cursor returned by this endpoint");
+    let mut parts = text.splitn(3, '.');
+    let block_number = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+    let log_index = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+    let contract = parts.next().filter(|c| !c.is_empty()).ok_or_else(invalid)?.to_owned();
+    Ok(EventKey { block_number, log_index, contract })
+}
+
+/// `{creation block, or s for a configured address}.{address}.{entry name}`.
+pub(crate) fn encode_contract_cursor(key: &ContractKey) -> String {
+    let block = key.block_number.map_or_else(|| "s".to_owned(), |n| n.to_string());
+    format!("{block}.{}.{}", alloy::hex::encode_prefixed(&key.address), key.name)
+}
+
+pub(crate) fn decode_contract_cursor(text: &str) -> Result<ContractKey, AppError> {
+    let invalid = || AppError::bad("cursor", "not a cursor returned by this endpoint");
+    let mut parts = text.splitn(3, '.');
+    let block_number = match parts.next().ok_or_else(invalid)? {
+        "s" => None,
+        number => Some(number.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(invalid)?),
+    };
+    let address = hex_bytes("cursor", parts.next().ok_or_else(invalid)?, 20).map_err(|_| invalid())?;
+    let name = parts.next().filter(|c| !c.is_empty()).ok_or_else(invalid)?.to_owned();
+    Ok(ContractKey { name, block_number, address })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +265,19 @@ mod tests {
         );
         for bad in ["303.2", "303.2.17.1", "303.x.17", "", "303.2.99999999999"] {
             assert!(decode_instruction_cursor(bad).is_err(), "{bad}");
+        }
+        let event = EventKey { block_number: 7, log_index: 2, contract: "a.b".into() };
+        assert_eq!(decode_event_cursor(&encode_event_cursor(&event)).ok(), Some(event));
+        for bad in ["7.2", "7.2.", "x.2.a", "7.-x.a", ""] {
+            assert!(decode_event_cursor(bad).is_err(), "{bad}");
+        }
+        for block_number in [None, Some(12)] {
+            let contract = ContractKey { name: "pools".into(), block_number, address: vec![0xab; 20] };
+            assert_eq!(decode_contract_cursor(&encode_contract_cursor(&contract)).ok(), Some(contract));
+        }
+        let address = format!("0x{}", "ab".repeat(20));
+        for bad in [format!("-1.{address}.a"), format!("s.{address}."), "s.0xab.a".into(), "s".into()] {
+            assert!(decode_contract_cursor(&bad).is_err(), "{bad}");
         }
     }
 

@@ -4,7 +4,9 @@
 
 use alloy::hex;
 use chainmux_core::{BlockPtr, ChainKind, Finality, Heads};
-use chainmux_store::{BlockRow, InstructionRow, LogRow, TransactionRow, TransferRow};
+use chainmux_store::{
+    BlockRow, ContractRow, ContractSourceRow, EventRow, InstructionRow, LogRow, TransactionRow, TransferRow,
+};
 use serde_json::{Value, json};
 
 /// `bytes` as the chain spells ids: `0x` hex on EVM, base58 on Solana.
@@ -18,6 +20,27 @@ pub(crate) fn id(kind: ChainKind, bytes: &[u8]) -> String {
 /// The indexed head `{number, hash}`, or null before the first block.
 pub(crate) fn ptr(kind: ChainKind, ptr: Option<BlockPtr>) -> Value {
     ptr.map_or(Value::Null, |p| json!({ "number": p.number, "hash": id(kind, p.hash.as_slice()) }))
+}
+
+/// How far a `[[chains.contracts]]` entry is indexed. An entry added to an indexed chain decodes new blocks from
+/// `live_from` on and is `catching_up` on `[start_block, live_from)` until `caught_up_to` reaches `live_from - 1`
+/// (at once when it starts at or above `live_from`); `indexed_to` is its catch-up progress until then, and the
+/// chain's indexed head after.
+pub(crate) fn progress(source: &ContractSourceRow, cursor: Option<BlockPtr>) -> Value {
+    let caught_up = source.live_from <= source.start_block
+        || source.caught_up_to.is_some_and(|done| done >= source.live_from - 1);
+    let (status, indexed_to) = if caught_up {
+        ("live", cursor.map(|c| json!(c.number)).unwrap_or(Value::Null))
+    } else {
+        ("catching_up", json!(source.caught_up_to))
+    };
+    json!({
+        "status": status,
+        "start_block": source.start_block,
+        "live_from": source.live_from,
+        "caught_up_to": source.caught_up_to,
+        "indexed_to": indexed_to,
+    })
 }
 
 /// Renders the rows of one chain, whose finality is judged against `heads`.
@@ -157,6 +180,61 @@ impl View<'_> {
             "topics": topics,
             "data": self.id(&row.data),
             "finality": self.finality(row.block_number),
+        })
+    }
+
+    /// An ABI-decoded contract event (EVM).
+    pub(crate) fn event(&self, row: &EventRow) -> Value {
+        json!({
+            "chain": self.chain,
+            "block_number": row.block_number,
+            "block_hash": self.id(&row.block_hash),
+            "tx_hash": self.id(&row.tx_hash),
+            "tx_index": row.tx_index,
+            "log_index": row.log_index,
+            "address": self.id(&row.address),
+            "contract": row.contract,
+            "name": row.name,
+            "signature": row.signature,
+            "args": row.args,
+            "finality": self.finality(row.block_number),
+        })
+    }
+
+    /// An indexed address of a contract entry: configured (no creation, always `finalized`) or created by the
+    /// entry's factory (the finality of its creation block). `progress` is its entry's.
+    pub(crate) fn contract(&self, row: &ContractRow, kind: &str, progress: &Value) -> Value {
+        json!({
+            "name": row.name,
+            "address": self.id(&row.address),
+            "kind": kind,
+            "factory": self.opt_id(row.factory.as_ref()),
+            "created_block": row.block_number,
+            "created_block_hash": self.opt_id(row.block_hash.as_ref()),
+            "created_tx_hash": self.opt_id(row.tx_hash.as_ref()),
+            "created_log_index": row.log_index,
+            "finality": row.block_number.map_or("finalized", |n| self.finality(n)),
+            "progress": progress,
+        })
+    }
+
+    /// A configured contract entry: what it decodes, its factory, its count of children and its progress.
+    pub(crate) fn source(
+        &self,
+        source: &ContractSourceRow,
+        signatures: Vec<String>,
+        progress: Value,
+    ) -> Value {
+        json!({
+            "name": source.name,
+            "kind": source.kind,
+            "factory": self.opt_id(source.factory.as_ref()),
+            "factory_event": source.factory_event,
+            "factory_parameter": source.factory_parameter,
+            "start_block": source.start_block,
+            "children": source.children,
+            "events": signatures,
+            "progress": progress,
         })
     }
 

@@ -8,13 +8,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chainmux_core::ChainKind;
 use chainmux_rpc::{CallTrace, JsonRpcError, UpstreamStatus};
-use chainmux_store::{ChainState, InstructionFilter, LogFilter, TransferFilter};
+use chainmux_store::{ChainState, ContractFilter, EventFilter, InstructionFilter, LogFilter, TransferFilter};
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::cache_policy::{self, Finality};
+use crate::event_filter::{self, EventName, Selection};
 use crate::params::{self, Id, QueryParams};
 use crate::rpc_cache::CacheKey;
 use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
@@ -22,8 +23,13 @@ use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 fn query(pairs: Pairs, allowed: &[&str]) -> Result<QueryParams, AppError> {
+    query_prefixed(pairs, allowed, None)
+}
+
+/// [`query`] that also accepts the parameters named `prefix` and something (`arg.<param>`).
+fn query_prefixed(pairs: Pairs, allowed: &[&str], prefix: Option<&str>) -> Result<QueryParams, AppError> {
     let Query(pairs) = pairs.map_err(|err| AppError::bad("query", err.body_text()))?;
-    QueryParams::parse(pairs, allowed)
+    QueryParams::parse(pairs, allowed, prefix)
 }
 
 pub(crate) async fn health() -> Json<Value> {
@@ -265,6 +271,117 @@ pub(crate) async fn instructions(
         rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_instruction_cursor(&row.key()));
     let items = rows.items.iter().map(|row| view.instruction(row)).collect();
     Ok(page(kind, items, next, stored.as_ref()))
+}
+
+/// 404 for the contract-event routes on a chain that is not EVM: ABI-decoded events exist on EVM chains only.
+fn evm_only(chain: &str, kind: ChainKind) -> Result<(), AppError> {
+    if kind == ChainKind::Evm {
+        return Ok(());
+    }
+    Err(AppError::NotFound(format!(
+        "chain {chain:?} is a {kind} chain: ABI-decoded contract events exist on EVM chains only; its programs' \
+         instructions are in /v1/chains/{chain}/instructions"
+    )))
+}
+
+/// `GET /v1/chains/{chain}/events`: decoded events of the chain's `[[chains.contracts]]` entries, filtered by entry,
+/// event (name or signature), emitting address, block range and `arg.<param>` values compared in their ABI types.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    pairs: Pairs,
+) -> Result<Json<Value>, AppError> {
+    let q = query_prefixed(
+        pairs,
+        &["contract", "name", "address", "from_block", "to_block", "limit", "cursor"],
+        Some("arg."),
+    )?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    evm_only(&chain, kind)?;
+    let (from_block, to_block) = q.block_range()?;
+    let name = q.get("name").map(EventName::parse);
+    let mut filter = EventFilter {
+        contract: q.get("contract").map(str::to_owned),
+        name: None,
+        signature: None,
+        address: q.hex("address", 20)?,
+        args: Vec::new(),
+        from_block,
+        to_block,
+        after: q.get("cursor").map(params::decode_event_cursor).transpose()?,
+        limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+    };
+    match name {
+        Some(EventName::Name(name)) => filter.name = Some(name.to_owned()),
+        Some(EventName::Signature(signature)) => filter.signature = Some(signature.to_owned()),
+        None => {}
+    }
+    let args: Vec<(&str, &str)> = q.prefixed("arg.").collect();
+    // The configured entries are only needed to check the names and to type the argument filters.
+    if filter.contract.is_some() || name.is_some() || !args.is_empty() {
+        let sources = state.store().contract_sources(&chain).await?;
+        let selection = Selection::new(&sources, filter.contract.as_deref(), name)?;
+        for (param, value) in args {
+            filter.args.push(selection.arg_match(param, value)?);
+        }
+    }
+    let rows = state.store().events(&chain, &filter).await?;
+    let view = view(&chain, kind, stored.as_ref());
+    let next = rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_event_cursor(&row.key()));
+    let items = rows.items.iter().map(|row| view.event(row)).collect();
+    Ok(page(kind, items, next, stored.as_ref()))
+}
+
+/// `GET /v1/chains/{chain}/contracts`: every address the chain's `[[chains.contracts]]` entries decode (configured
+/// and factory-created), paginated, with each entry's progress; `sources` lists the entries themselves.
+pub(crate) async fn contracts(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    pairs: Pairs,
+) -> Result<Json<Value>, AppError> {
+    let q = query(pairs, &["name", "limit", "cursor"])?;
+    let (kind, stored) = chain_state(&state, &chain).await?;
+    evm_only(&chain, kind)?;
+    let filter = ContractFilter {
+        name: q.get("name").map(str::to_owned),
+        after: q.get("cursor").map(params::decode_contract_cursor).transpose()?,
+        limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+    };
+    let mut sources = state.store().contract_sources(&chain).await?;
+    if let Some(name) = &filter.name {
+        if !sources.iter().any(|s| &s.name == name) {
+            return Err(AppError::bad("name", event_filter::unknown_entry(name, &sources)));
+        }
+        sources.retain(|s| &s.name == name);
+    }
+    let rows = state.store().indexed_contracts(&chain, &filter).await?;
+    let cursor = stored.as_ref().and_then(|s| s.cursor);
+    let view = view(&chain, kind, stored.as_ref());
+    let items: Vec<Value> = rows
+        .items
+        .iter()
+        .map(|row| {
+            let source = sources.iter().find(|s| s.name == row.name);
+            // Every address belongs to a stored entry (they are written and dropped together).
+            let entry_kind = source
+                .map_or(if row.factory.is_some() { "factory" } else { "addresses" }, |s| s.kind.as_str());
+            let progress = source.map_or(Value::Null, |s| render::progress(s, cursor));
+            view.contract(row, entry_kind, &progress)
+        })
+        .collect();
+    let next =
+        rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_contract_cursor(&row.key()));
+    let mut listed = Vec::with_capacity(sources.len());
+    for source in &sources {
+        let signatures = event_filter::event_specs(source)?.into_iter().map(|e| e.signature).collect();
+        listed.push(view.source(source, signatures, render::progress(source, cursor)));
+    }
+    Ok(Json(json!({
+        "items": items,
+        "next_cursor": next,
+        "indexed_head": render::ptr(kind, cursor),
+        "sources": listed,
+    })))
 }
 
 /// One JSON-RPC response object. `result` stays raw: the upstream's bytes are passed on without re-encoding.

@@ -8,6 +8,7 @@
 mod contracts;
 mod error;
 mod read;
+mod read_events;
 mod revert;
 mod write;
 
@@ -16,6 +17,9 @@ pub use error::{Result, StoreError};
 pub use read::{
     BlockRow, ChainState, InstructionFilter, InstructionKey, InstructionRow, LogFilter, LogKey, LogRow, Page,
     TransactionRow, TransferFilter, TransferKey, TransferRow,
+};
+pub use read_events::{
+    ArgMatch, ContractFilter, ContractKey, ContractRow, ContractSourceRow, EventFilter, EventKey, EventRow,
 };
 pub use write::WriteStats;
 

@@ -89,6 +89,105 @@ pub struct Config {
     pub max_reorg_depth: Option<u64>,
     /// `chains[].fetch` (`"full"` or `"logs"`); `None` leaves the key out (full).
     pub fetch: Option<&'static str>,
+    /// `chains[].start_block`.
+    pub start_block: u64,
+    /// More `[[chains]]` keys as `(key, TOML value)`, e.g. `("logs_address_chunk", "16")`.
+    pub chain_keys: Vec<(String, String)>,
+    /// `[[chains.contracts]]` entries, in order.
+    pub contracts: Vec<ContractEntry>,
+}
+
+/// Which addresses a [`ContractEntry`] decodes.
+#[derive(Debug, Clone)]
+pub enum ContractSource {
+    /// `address = "0x…"`.
+    Address(String),
+    /// `address = ["0x…", …]`.
+    Addresses(Vec<String>),
+    /// `factory = { address, event, parameter }`: the children announced by `event` of the factory at `address`.
+    Factory { address: String, event: String, parameter: String },
+}
+
+/// One `[[chains.contracts]]` entry of a [`Config`].
+#[derive(Debug, Clone)]
+pub struct ContractEntry {
+    pub name: String,
+    /// The `abi` key as written: an absolute path, or one relative to the config file's directory.
+    pub abi: String,
+    pub source: ContractSource,
+    /// `events`; `None` leaves the key out (every event of the ABI).
+    pub events: Option<Vec<String>>,
+    /// `start_block`; `None` leaves the key out.
+    pub start_block: Option<u64>,
+}
+
+impl ContractEntry {
+    /// An entry decoding the events of the fixed `addresses` (one: `address = "…"`, more: an array).
+    pub fn addresses(name: &str, abi: &std::path::Path, addresses: &[&str]) -> ContractEntry {
+        let source = match addresses {
+            [one] => ContractSource::Address((*one).to_owned()),
+            many => ContractSource::Addresses(many.iter().map(|a| (*a).to_owned()).collect()),
+        };
+        ContractEntry::new(name, abi, source)
+    }
+
+    /// An entry decoding the children announced by `event`'s `parameter` of the factory at `address`.
+    pub fn factory(
+        name: &str,
+        abi: &std::path::Path,
+        address: &str,
+        event: &str,
+        parameter: &str,
+    ) -> ContractEntry {
+        let source = ContractSource::Factory {
+            address: address.to_owned(),
+            event: event.to_owned(),
+            parameter: parameter.to_owned(),
+        };
+        ContractEntry::new(name, abi, source)
+    }
+
+    fn new(name: &str, abi: &std::path::Path, source: ContractSource) -> ContractEntry {
+        ContractEntry {
+            name: name.to_owned(),
+            abi: abi.display().to_string(),
+            source,
+            events: None,
+            start_block: None,
+        }
+    }
+
+    /// The entry as a `[[chains.contracts]]` table.
+    fn toml(&self) -> String {
+        let mut text = format!(
+            "\n[[chains.contracts]]\nname = {}\nabi = {}\n",
+            toml_string(&self.name),
+            toml_string(&self.abi)
+        );
+        match &self.source {
+            ContractSource::Address(address) => {
+                text.push_str(&format!("address = {}\n", toml_string(address)))
+            }
+            ContractSource::Addresses(addresses) => {
+                let list: Vec<String> = addresses.iter().map(|a| toml_string(a)).collect();
+                text.push_str(&format!("address = [{}]\n", list.join(", ")));
+            }
+            ContractSource::Factory { address, event, parameter } => text.push_str(&format!(
+                "factory = {{ address = {}, event = {}, parameter = {} }}\n",
+                toml_string(address),
+                toml_string(event),
+                toml_string(parameter)
+            )),
+        }
+        if let Some(events) = &self.events {
+            let list: Vec<String> = events.iter().map(|e| toml_string(e)).collect();
+            text.push_str(&format!("events = [{}]\n", list.join(", ")));
+        }
+        if let Some(start) = self.start_block {
+            text.push_str(&format!("start_block = {start}\n"));
+        }
+        text
+    }
 }
 
 impl Config {
@@ -112,6 +211,9 @@ impl Config {
             upstream_rpc: Vec::new(),
             max_reorg_depth: None,
             fetch: None,
+            start_block: 0,
+            chain_keys: Vec::new(),
+            contracts: Vec::new(),
         }
     }
 
@@ -131,6 +233,13 @@ impl Config {
         self
     }
 
+    /// Sets the `[[chains]]` key `key` to the TOML value `value` (replacing an earlier setting).
+    pub fn chain_key(&mut self, key: &str, value: impl ToString) -> &mut Config {
+        self.chain_keys.retain(|(k, _)| k != key);
+        self.chain_keys.push((key.to_owned(), value.to_string()));
+        self
+    }
+
     pub fn toml(&self, listen: &str) -> String {
         let identity = match (&self.genesis_hash, self.kind) {
             (_, "evm") => format!("chain_id = {}\n", self.chain_id),
@@ -140,13 +249,14 @@ impl Config {
         let mut text = format!(
             "[database]\nurl = {}\nmax_connections = 5\n\n\
              [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
-             [[chains]]\nname = {}\nkind = {}\n{identity}start_block = 0\nbatch_size = {}\n\
+             [[chains]]\nname = {}\nkind = {}\n{identity}start_block = {}\nbatch_size = {}\n\
              poll_interval_ms = {}\n",
             toml_string(&self.database_url),
             toml_string(listen),
             self.drain_delay_ms,
             toml_string(&self.chain),
             toml_string(self.kind),
+            self.start_block,
             self.batch_size,
             self.poll_interval_ms,
         );
@@ -155,6 +265,9 @@ impl Config {
         }
         if let Some(fetch) = self.fetch {
             text.push_str(&format!("fetch = {}\n", toml_string(fetch)));
+        }
+        for (key, value) in &self.chain_keys {
+            text.push_str(&format!("{key} = {value}\n"));
         }
         text.push_str("\n[chains.rpc]\n");
         let mut rpc: Vec<(String, String)> = vec![
@@ -178,6 +291,9 @@ impl Config {
                 toml_string(name),
                 toml_string(id)
             ));
+        }
+        for entry in &self.contracts {
+            text.push_str(&entry.toml());
         }
         for (name, url) in &self.upstreams {
             text.push_str(&format!(
@@ -510,6 +626,23 @@ pub fn migrate(config: &Config) {
         String::from_utf8_lossy(&output.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `chainmux check-config` on `config` written to `dir/chainmux.toml` (so relative paths in it, e.g. `abi`,
+/// are relative to `dir`); returns the exit status, stdout and stderr.
+pub fn check_config(dir: &std::path::Path, config: &Config) -> (ExitStatus, String, String) {
+    let path = dir.join("chainmux.toml");
+    let listen = format!("127.0.0.1:{}", chainmux_testkit::free_port());
+    std::fs::write(&path, config.toml(&listen))
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+    let output = chainmux_command()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run chainmux check-config: {err}"));
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
 }
 
 /// An HTTP client that never goes through a proxy.

@@ -1,5 +1,9 @@
-//! Demo traffic for a local anvil: deploys the demo ERC-20, an ERC-721 and an ERC-1155 contract, then keeps
-//! sending transfers of every kind from anvil's unlocked dev accounts until interrupted.
+//! Demo traffic for a local anvil: deploys the demo ERC-20, an ERC-721 and an ERC-1155 contract and a factory of
+//! small `Child` contracts, then keeps sending transfers of every kind from anvil's unlocked dev accounts, and
+//! now and then has the factory create a child and the children ping, until interrupted.
+//!
+//! On a fresh anvil the contracts land at fixed addresses (the deployer's first four nonces), which
+//! `config/local.toml` names under `[[chains.contracts]]`.
 //!
 //! `demo-traffic [--rpc URL] [--interval-ms N]` (defaults: http://127.0.0.1:8545, 500)
 
@@ -29,6 +33,7 @@ async fn main() {
     let token = eth.deploy(owner, contracts::DEMO_TOKEN).await;
     let nft = eth.deploy(owner, contracts::TEST_NFT).await;
     let multi = eth.deploy(owner, contracts::TEST_MULTI).await;
+    let factory = eth.deploy(owner, contracts::CHILD_FACTORY).await;
     let ether = U256::from(10).pow(U256::from(18));
     for account in &accounts {
         eth.send(
@@ -40,8 +45,10 @@ async fn main() {
         .await;
     }
     println!(
-        "demo-traffic: DEMO token {token}, NFT {nft}, multi-token {multi}; sending transfers every {interval_ms} ms"
+        "demo-traffic: DEMO token {token}, NFT {nft}, multi-token {multi}, child factory {factory}; sending \
+         transfers every {interval_ms} ms"
     );
+    let mut children: u64 = 0;
 
     let mut round: u64 = 0;
     loop {
@@ -61,6 +68,16 @@ async fn main() {
             let amounts = vec![U256::from(10), U256::from(20), U256::from(round + 1)];
             eth.submit(owner, Some(multi), contracts::multi_mint_batch(to, ids, amounts), U256::ZERO, None)
                 .await;
+        }
+        if round.is_multiple_of(11) {
+            let data = contracts::factory_create(U256::from(1), round.is_multiple_of(2), true);
+            eth.submit(owner, Some(factory), data, U256::ZERO, None).await;
+            children += 1;
+        } else if round.is_multiple_of(4) && children > 0 {
+            // The 50 newest children, so a long demo does not grow the transaction without bound.
+            let from = U256::from(children.saturating_sub(50));
+            let data = contracts::factory_ping_range(from, U256::from(children), U256::from(round));
+            eth.submit(owner, Some(factory), data, U256::ZERO, None).await;
         }
         round += 1;
         if round.is_multiple_of(20) {
