@@ -16,6 +16,9 @@ pub const CHILD_FACTORY: &str = include_str!("../contracts/build/ChildFactory.bi
 /// `Child` (what `ChildFactory` deploys; emits `Ping`): creation bytecode, hex without `0x`. Its constructor takes
 /// `(uint256 id, bool pingNow)`.
 pub const CHILD: &str = include_str!("../contracts/build/Child.bin").trim_ascii();
+/// `EventZoo` (emits events with every kind of ABI parameter, one `emitX` function per event `X`; see
+/// `contracts/EventZoo.sol`): creation bytecode, hex without `0x`.
+pub const EVENT_ZOO: &str = include_str!("../contracts/build/EventZoo.bin").trim_ascii();
 
 /// ABI JSON of `DemoToken`.
 pub const DEMO_TOKEN_ABI: &str = include_str!("../contracts/build/DemoToken.abi");
@@ -27,6 +30,8 @@ pub const TEST_MULTI_ABI: &str = include_str!("../contracts/build/TestMulti.abi"
 pub const CHILD_FACTORY_ABI: &str = include_str!("../contracts/build/ChildFactory.abi");
 /// ABI JSON of `Child`.
 pub const CHILD_ABI: &str = include_str!("../contracts/build/Child.abi");
+/// ABI JSON of `EventZoo`.
+pub const EVENT_ZOO_ABI: &str = include_str!("../contracts/build/EventZoo.abi");
 
 /// `keccak256("Transfer(address,address,uint256)")`: ERC-20 (3 topics) and ERC-721 (4 topics).
 pub const TRANSFER_TOPIC: B256 = b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");

@@ -105,12 +105,15 @@ fn hex(out: &mut String, bytes: &[u8]) {
     out.push('"');
 }
 
-/// `text` as a JSON string (RFC 8259 escaping; everything else, non-ASCII included, as is).
+/// `text` as a JSON string (RFC 8259 escaping; everything else, non-ASCII included, as is). NUL becomes U+FFFD,
+/// the replacement character: PostgreSQL's `jsonb` refuses `\u0000`, and one contract string holding it must not
+/// fail the batch, and with it the chain's indexing.
 fn string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
     for c in text.chars() {
         match c {
+            '\0' => out.push('\u{FFFD}'),
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -160,4 +163,16 @@ fn param(key: &str, ty: String, indexed: bool, components: &[Param]) -> Value {
         param["components"] = Value::Array(components);
     }
     param
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strings_escape_controls_and_replace_nul() {
+        let mut out = String::new();
+        super::string(&mut out, "a\"b\\c\n\u{1}\0é");
+        assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0001\u{FFFD}é\"");
+        let parsed: String = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(parsed, "a\"b\\c\n\u{1}\u{FFFD}é");
+    }
 }

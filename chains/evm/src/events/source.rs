@@ -16,7 +16,14 @@ pub enum SourceTarget {
     Addresses(Vec<Address>),
     /// Every contract whose address the factory at `address` announces as the `parameter` input (an `address`) of
     /// `event`, from the block of that announcement on.
-    Factory { address: Address, event: Event, parameter: String },
+    Factory {
+        /// The factory contract.
+        address: Address,
+        /// Its event announcing a child (types canonicalised once in a [`ContractSource`]).
+        event: Event,
+        /// Name of the event's `address` input that holds the child.
+        parameter: String,
+    },
 }
 
 /// One `[[chains.contracts]]` entry, compiled for decoding: its selected events resolved to alloy's dynamic ABI
@@ -204,14 +211,14 @@ impl ContractSource {
     /// ABI order; the first that decodes wins.
     pub(crate) fn decode_log(&self, topics: &[B256], data: &[u8]) -> Outcome<'_> {
         let mut error: Option<String> = None;
+        // A selected event with the log's selector but another topic count; its message is only built on failure.
+        let mut other_count: Option<&CompiledEvent> = None;
         let topic0 = topics.first();
         if let Some(candidates) = topic0.and_then(|topic0| self.by_selector.get(topic0)) {
             for &i in candidates {
                 let event = &self.events[i];
                 if topics.len() != event.topics {
-                    error.get_or_insert_with(|| {
-                        format!("{} has {} topics, the log {}", event.signature, event.topics, topics.len())
-                    });
+                    other_count.get_or_insert(event);
                     continue;
                 }
                 match event.decode(topics, data) {
@@ -235,6 +242,11 @@ impl ContractSource {
                 }
             }
         }
+        let error = error.or_else(|| {
+            other_count.map(|event| {
+                format!("{} has {} topics, the log {}", event.signature, event.topics, topics.len())
+            })
+        });
         Outcome::Failed(match error {
             Some(error) => Failure { reason: Reason::Malformed, error },
             None => Failure {

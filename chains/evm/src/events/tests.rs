@@ -278,7 +278,7 @@ fn unnamed_and_repeated_names_are_keyed_by_position() {
             {"name":"","type":"address","indexed":true},
             {"name":"pair","type":"tuple","indexed":false,"components":[
                 {"name":"","type":"uint8"},{"name":"flag","type":"bool"}]},
-            {"name":"flag","type":"string","indexed":false}]}"#,
+            {"name":"pair","type":"string","indexed":false}]}"#,
     );
     let (topics, data) = {
         let body = DynSolValue::Tuple(vec![
