@@ -54,7 +54,7 @@ CREATE TABLE events (
     args         jsonb NOT NULL,
     PRIMARY KEY (chain, block_number, log_index, contract)
 );
-CREATE INDEX events_by_contract ON events (chain, contract, name, block_number, log_index);
+CREATE INDEX events_by_contract ON events (chain, contract, block_number, log_index);
 CREATE INDEX events_by_name ON events (chain, name, block_number, log_index);
 CREATE INDEX events_by_address ON events (chain, address, block_number, log_index);
 -- `args @> '{"to": "0x…"}'`: argument filters of the query API.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chainmux_core::{Bytes, NetworkError, NormalizedBlock};
 use chainmux_store::{ContractSourceDef, ContractSourceState, FactoryDef, Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -137,13 +138,8 @@ async fn catch_up(
 ) -> Result<(), CatchUpError> {
     let chain = network.spec.name.clone();
     let name = source.name().to_owned();
-    let mut decoder = EventDecoder::new(&chain, vec![Arc::clone(source)]);
     let store_err = |source| CatchUpError::Store { chain: chain.clone(), source };
-    for (entry, address, block) in store.factory_children(&chain).await.map_err(store_err)? {
-        if entry == name {
-            decoder.add_child(&name, Address::from_slice(&address), block);
-        }
-    }
+    let mut decoder = entry_decoder(store, &chain, source).await.map_err(store_err)?;
     // Blocks below the first stored one (all of them on a chain not indexed yet) are history to fetch.
     let stored_from = first_stored.unwrap_or(u64::MAX);
     info!(contract = %name, from = pending.start(), to = pending.end(), live_from = state.live_from, "catching up");
@@ -158,36 +154,102 @@ async fn catch_up(
         let limit =
             if from_store { *pending.end() } else { pending.end().min(&(stored_from - 1)).to_owned() };
         let to = limit.min(next.saturating_add(options.window.max(1) - 1));
-        let mut blocks = loop {
-            let fetched = if from_store {
-                stored_window(store, &chain, source, next..=to).await.map_err(store_err)
-            } else {
-                history_window(network, &mut decoder, source, next..=to, options).await.map_err(|source| {
-                    CatchUpError::Network { chain: chain.clone(), contract: name.clone(), source }
-                })
-            };
-            match fetched {
-                Ok(blocks) => break blocks,
-                Err(CatchUpError::Network { source: err, .. })
-                    if err.is_retryable() && !cancel.is_cancelled() =>
-                {
-                    warn!(contract = %name, from = next, to, %err, "contract history fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut delays = backoff();
+        loop {
+            match catch_up_window(network, store, &mut decoder, source, next..=to, from_store, options).await
+            {
+                Ok(()) => break,
+                Err(err) if err.is_retryable() && !cancel.is_cancelled() => {
+                    let delay = delays.next().unwrap_or(MAX_RETRY_DELAY);
+                    warn!(contract = %name, from = next, to, %err, retry_in_ms = delay.as_millis() as u64, "contract catch-up window failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    // The failed attempt may have taught the decoder children it never stored: start the window
+                    // over from what is stored, or they would never be announced (and so never stored) again.
+                    decoder = entry_decoder(store, &chain, source).await.map_err(store_err)?;
                 }
-                Err(err) => return Err(err),
+                Err(WindowError::Network(source)) => {
+                    return Err(CatchUpError::Network { chain, contract: name, source });
+                }
+                Err(WindowError::Store(source)) => return Err(CatchUpError::Store { chain, source }),
             }
-        };
-        // History windows were decoded while fetching (children first); stored logs are decoded here.
-        if from_store {
-            decoder.decode(&mut blocks);
         }
-        blocks.retain(|b| !b.events.is_empty() || !b.created_contracts.is_empty());
-        store.write_catch_up(&chain, &name, &blocks, to).await.map_err(store_err)?;
         metrics::gauge!("chainmux_contract_catch_up_remaining_blocks", "chain" => chain.clone(), "contract" => name.clone())
             .set(pending.end().saturating_sub(to) as f64);
         info!(contract = %name, caught_up_to = to, target = pending.end(), "contract catch-up progress");
         next = to + 1;
     }
+    Ok(())
+}
+
+/// Longest wait between retries of a failed window.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Why one window of a catch-up failed.
+#[derive(Debug, thiserror::Error)]
+enum WindowError {
+    #[error(transparent)]
+    Network(NetworkError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl WindowError {
+    /// Upstream hiccups and database errors are waited out, as the indexer does; anything else is a bug or a
+    /// configuration problem.
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network(err) => err.is_retryable(),
+            Self::Store(err) => matches!(err, StoreError::Database(_)),
+        }
+    }
+}
+
+/// A decoder for one entry that knows the entry's stored children.
+async fn entry_decoder(
+    store: &Store,
+    chain: &str,
+    source: &Arc<ContractSource>,
+) -> Result<EventDecoder, StoreError> {
+    let mut decoder = EventDecoder::new(chain, vec![Arc::clone(source)]);
+    for (entry, address, block) in store.factory_children(chain).await? {
+        if entry == source.name() {
+            decoder.add_child(&entry, Address::from_slice(&address), block);
+        }
+    }
+    Ok(decoder)
+}
+
+/// Fetches, decodes and writes one window of an entry's catch-up, with its progress.
+async fn catch_up_window(
+    network: &EvmNetwork,
+    store: &Store,
+    decoder: &mut EventDecoder,
+    source: &ContractSource,
+    window: RangeInclusive<u64>,
+    from_store: bool,
+    options: CatchUpOptions,
+) -> Result<(), WindowError> {
+    let chain = &network.spec.name;
+    let to = *window.end();
+    let mut blocks = if from_store {
+        let mut blocks = stored_window(store, chain, source, window).await.map_err(WindowError::Store)?;
+        decoder.decode(&mut blocks);
+        blocks
+    } else {
+        // Decoded while fetching: a factory's creations first, so its children are known.
+        history_window(network, decoder, source, window, options).await.map_err(WindowError::Network)?
+    };
+    blocks.retain(|b| !b.events.is_empty() || !b.created_contracts.is_empty());
+    store.write_catch_up(chain, source.name(), &blocks, to).await.map_err(WindowError::Store)?;
     Ok(())
 }
 

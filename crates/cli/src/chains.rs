@@ -111,9 +111,17 @@ fn contract_sources(config: &ChainConfig) -> anyhow::Result<Vec<Arc<ContractSour
                 _ => SourceTarget::Addresses(contract.addresses().into_iter().map(Into::into).collect()),
             };
             let start_block = contract.start_block_or(config.start_block);
-            let source = ContractSource::new(contract.name.clone(), contract.selected_events(), target, start_block)
-                .map_err(|err| anyhow::anyhow!("chain {}: contract {}: {err}", config.name, contract.name))?;
-            Ok(Arc::new(source.with_abi(contract.abi_json())))
+            let source = ContractSource::new(
+                contract.name.clone(),
+                contract.selected_events(),
+                target,
+                start_block,
+            )
+            .map_err(|err| anyhow::anyhow!("chain {}: contract {}: {err}", config.name, contract.name))?;
+            let source = source.with_abi(contract.abi_json());
+            let source =
+                if contract.start_block.is_none() { source.with_inherited_start_block() } else { source };
+            Ok(Arc::new(source))
         })
         .collect()
 }

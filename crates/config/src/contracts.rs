@@ -377,7 +377,26 @@ fn resolve_factory(
             Ok(parsed) if parsed.inputs.iter().any(|input| input.name.is_empty()) => lookup
                 .and_then(|(abi, _)| abi.events().find(|e| e.signature() == parsed.signature()).cloned())
                 .unwrap_or(parsed),
-            Ok(parsed) => parsed,
+            Ok(parsed) => {
+                // A full declaration must agree with the ABI's event of that signature, if the ABI has one: with
+                // other `indexed` flags no log of the contract would ever match it.
+                let known =
+                    lookup.and_then(|(abi, _)| abi.events().find(|e| e.signature() == parsed.signature()));
+                let flags = |e: &Event| e.inputs.iter().map(|i| i.indexed).collect::<Vec<_>>();
+                if let Some(known) = known
+                    .filter(|known| flags(known) != flags(&parsed) || known.anonymous != parsed.anonymous)
+                {
+                    problems.push(Problem::new(
+                        "factory.event",
+                        format!(
+                            "{text:?} does not match the ABI's {}: the indexed inputs (or anonymity) differ",
+                            known.full_signature()
+                        ),
+                    ));
+                    return None;
+                }
+                parsed
+            }
             Err(err) => {
                 problems.push(Problem::new(
                     "factory.event",

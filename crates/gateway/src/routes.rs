@@ -299,7 +299,10 @@ pub(crate) async fn events(
     let (kind, stored) = chain_state(&state, &chain).await?;
     evm_only(&chain, kind)?;
     let (from_block, to_block) = q.block_range()?;
-    let name = q.get("name").map(EventName::parse);
+    // Signatures are stored without spaces; `Transfer(address, address, uint256)` asks for the same event.
+    let name_text: Option<String> =
+        q.get("name").map(|n| if n.contains('(') { n.split_whitespace().collect() } else { n.to_owned() });
+    let name = name_text.as_deref().map(EventName::parse);
     let mut filter = EventFilter {
         contract: q.get("contract").map(str::to_owned),
         name: None,

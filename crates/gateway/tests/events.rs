@@ -577,6 +577,9 @@ async fn events_by_contract_name_signature_address_and_blocks() {
         let expected = fx.expected(|e| e.signature == signature);
         assert_eq!(expected.len(), 2, "{signature}");
         assert_eq!(fx.items(&format!("{EVENTS}?name={signature}")).await, expected, "{signature}");
+        // Spaces after the commas, as people write them, ask for the same event.
+        let spaced = signature.replace(',', ",%20");
+        assert_eq!(fx.items(&format!("{EVENTS}?name={spaced}")).await, expected, "{spaced}");
     }
     assert_eq!(
         fx.items(&format!("{EVENTS}?contract=token&name={APPROVAL}")).await,

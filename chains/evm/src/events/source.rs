@@ -36,6 +36,9 @@ pub enum SourceTarget {
 pub struct ContractSource {
     name: String,
     start_block: u64,
+    /// The start block is the chain's, not set on the entry: it then stays out of the fingerprint, so editing the
+    /// chain's `start_block` (which changes nothing for an indexed chain) does not re-index the entry.
+    start_block_inherited: bool,
     target: SourceTarget,
     events: Vec<CompiledEvent>,
     /// Selector → positions in `events` of the non-anonymous events with it, in ABI order. One selector can have
@@ -96,6 +99,7 @@ impl ContractSource {
         Ok(Self {
             name,
             start_block,
+            start_block_inherited: false,
             target,
             events: compiled,
             by_selector,
@@ -125,6 +129,12 @@ impl ContractSource {
     }
 
     /// First block whose logs are decoded (and, for a factory, whose announcements are followed).
+    /// Marks the start block as the chain's default rather than the entry's own (see [`Self::fingerprint`]).
+    pub fn with_inherited_start_block(mut self) -> Self {
+        self.start_block_inherited = true;
+        self
+    }
+
     pub fn start_block(&self) -> u64 {
         self.start_block
     }
@@ -136,7 +146,8 @@ impl ContractSource {
 
     /// Stable hex hash (keccak256) of everything that decides the entry's rows: every selected event's full
     /// signature (parameter types, names and indexed flags, the anonymous flag), the target (the sorted addresses,
-    /// or the factory's address, event signature and parameter) and the start block. Any change means the stored
+    /// or the factory's address, event signature and parameter) and the start block unless it is inherited from the
+    /// chain ([`Self::with_inherited_start_block`]). Any change means the stored
     /// rows were decoded differently and must be indexed anew; the entry's name and the ABI's unselected events do
     /// not count.
     pub fn fingerprint(&self) -> String {
@@ -164,7 +175,9 @@ impl ContractSource {
                 text.push('\n');
             }
         }
-        text.push_str(&format!("start_block {}\n", self.start_block));
+        if !self.start_block_inherited {
+            text.push_str(&format!("start_block {}\n", self.start_block));
+        }
         alloy::hex::encode(keccak256(text.as_bytes()))
     }
 
@@ -324,12 +337,23 @@ impl Factory {
     }
 
     /// The child a log of the factory's address announces: `None` when the log is not the factory event (another
-    /// selector or topic count), `Err` when it should be but does not decode.
+    /// selector, or for an anonymous event another topic count), `Err` when it should be but does not decode —
+    /// including the event's selector with another topic count, which means the configured declaration's
+    /// `indexed` flags are not the contract's: reported, never silently taken for another event.
     pub(crate) fn child(&self, topics: &[B256], data: &[u8]) -> Option<Result<Address, String>> {
-        if topics.len() != self.event.topics
-            || (!self.event.anonymous && topics.first() != Some(&self.event.selector))
-        {
+        if self.event.anonymous {
+            if topics.len() != self.event.topics {
+                return None;
+            }
+        } else if topics.first() != Some(&self.event.selector) {
             return None;
+        } else if topics.len() != self.event.topics {
+            return Some(Err(format!(
+                "{}: the log has {} topics, the configured event {}; check which inputs are `indexed`",
+                self.event.signature,
+                topics.len(),
+                self.event.topics
+            )));
         }
         let decoded = match self.event.decode(topics, data) {
             Ok(decoded) => decoded,
@@ -474,7 +498,12 @@ pub(crate) fn keys<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for (i, name) in names.enumerate() {
         if name.is_empty() || keys.iter().any(|key| key == name) {
-            keys.push(i.to_string());
+            // The position, made unique if an earlier parameter is literally named so (`["1", ""]`).
+            let mut key = i.to_string();
+            while keys.contains(&key) {
+                key.insert(0, '_');
+            }
+            keys.push(key);
         } else {
             keys.push(name.to_owned());
         }

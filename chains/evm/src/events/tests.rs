@@ -271,6 +271,14 @@ fn tuples_arrays_and_indexed_reference_types() {
 }
 
 #[test]
+fn position_keys_never_collide_with_literal_names() {
+    use super::source::keys;
+    assert_eq!(keys(["1", ""].into_iter()), ["1", "_1"]);
+    assert_eq!(keys(["", "0", "_1", ""].into_iter()), ["0", "1", "_1", "3"]);
+    assert_eq!(keys(["a", "a", "1"].into_iter()), ["a", "1", "2"]);
+}
+
+#[test]
 fn unnamed_and_repeated_names_are_keyed_by_position() {
     let unnamed = event(
         r#"{"type":"event","name":"Positional","anonymous":false,"inputs":[
@@ -623,6 +631,20 @@ fn factory_start_block_and_bad_announcements() {
 }
 
 #[test]
+fn a_factory_event_with_other_indexed_flags_is_reported_not_skipped() {
+    // Declared with `id` not indexed (2 topics) while this factory indexes it too (3 topics): same selector.
+    let child = address!("0x00000000000000000000000000000000000c0003");
+    let mut decoder = decoder(vec![factory_source("pools", &[PING], 0)]);
+    let announced = LogData::new_unchecked(
+        vec![Created::SIGNATURE_HASH, child.into_word(), B256::from(U256::from(9))],
+        Bytes::new(),
+    );
+    let (blocks, counters) = decode(&mut decoder, vec![block(3, vec![log(FACTORY, 0, announced)])]);
+    assert!(blocks[0].created_contracts.is_empty());
+    assert_eq!(failures(&counters, "pools", "malformed"), 1, "counted, so an operator sees the mismatch");
+}
+
+#[test]
 fn source_metadata() {
     let abi_order = source(
         "zoo",
@@ -688,6 +710,10 @@ fn source_metadata() {
     let alias = source("alias", &["event Overloaded(uint value)"], &[TOKEN], 0);
     assert_eq!(alias.topic0s(), vec![Overloaded_0::SIGNATURE_HASH]);
     assert_eq!(alias.fingerprint(), source("alias", &[OVERLOADED_0], &[TOKEN], 0).fingerprint());
+    // A start block inherited from the chain stays out of it: editing the chain's start re-indexes nothing.
+    let inherited = |start| source("token", &[OVERLOADED_0], &[TOKEN], start).with_inherited_start_block();
+    assert_eq!(inherited(0).fingerprint(), inherited(100).fingerprint());
+    assert_ne!(inherited(0).fingerprint(), source("token", &[OVERLOADED_0], &[TOKEN], 0).fingerprint());
 }
 
 #[test]
