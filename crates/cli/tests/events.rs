@@ -18,8 +18,8 @@ use chainmux_core::{Bytes, U256};
 use chainmux_testkit::contracts::{self, CHILD_CREATED_TOPIC, PING_TOPIC};
 use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb};
 use common::{
-    Chainmux, Config, ContractEntry, ContractSource, collect_pages, connect, cursor, get, hex_to_decimal,
-    lower, quantity, temp_dir, topic_address, words,
+    Chainmux, Config, ContractEntry, ContractSource, SYNC_TIMEOUT, collect_pages, connect, cursor, get,
+    hex_to_decimal, lower, quantity, temp_dir, topic_address, wait_synced, words,
 };
 use serde_json::{Value, json};
 
@@ -29,7 +29,6 @@ const CHILD_CREATED: &str = "ChildCreated(address indexed child, uint256 indexed
 const PING_SIGNATURE: &str = "Ping(address,uint256,uint256)";
 const CHILD_CREATED_SIGNATURE: &str = "ChildCreated(address,uint256)";
 /// How long chainmux may take to reach anvil's head and to finish an entry's catch-up.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Gas of the transactions given to `anvil_reorg` (which does not estimate).
 const REORG_GAS: &str = "0x7a1200";
 
@@ -316,34 +315,6 @@ async fn source(chainmux: &Chainmux, name: &str) -> Value {
         .and_then(|sources| sources.iter().find(|s| s["name"] == name))
         .cloned()
         .unwrap_or_else(|| panic!("/contracts has no source {name}: {body}"))
-}
-
-/// Waits until chainmux's indexed head is anvil's head, number and hash; returns that height.
-async fn wait_synced(chainmux: &mut Chainmux, eth: &Eth) -> u64 {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    loop {
-        if let Some(status) = chainmux.exited() {
-            panic!("chainmux exited ({status}) while following the chain; log:\n{}", chainmux.log());
-        }
-        let block = eth.request("eth_getBlockByNumber", json!(["latest", false])).await;
-        let (head, hash) = (quantity(&block["number"]), lower(&block["hash"]));
-        if let Ok((200, body)) = get(&chainmux.url("/v1/chains")).await
-            && let Some(view) = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|b| b["chains"].as_array()?.iter().find(|c| c["name"] == "local").cloned())
-        {
-            if view["indexed_head"] == json!({"number": head, "hash": hash}) {
-                return head;
-            }
-            last = view;
-        }
-        assert!(
-            started.elapsed() < SYNC_TIMEOUT,
-            "chainmux did not reach anvil's head {head} {hash} within {SYNC_TIMEOUT:?}; last /v1/chains entry: {last}"
-        );
-        tokio::time::sleep(common::POLL).await;
-    }
 }
 
 /// Waits until entry `name` has caught up (`progress.status` of its source is `live`); returns the source.

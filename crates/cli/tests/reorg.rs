@@ -24,11 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chainmux_core::U256;
 use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb, contracts, populate_transfers};
-use common::{Chainmux, Config, POLL, connect, dump, get, lower, quantity, rpc_request, text_rows};
+use common::{
+    Chainmux, Config, POLL, anvil_head, connect, dump, get, lower, quantity, rpc_request, text_rows,
+    wait_synced,
+};
 use serde_json::{Value, json};
 
 /// How long chainmux may take to reach anvil's head (number and hash) after a change of the chain.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Gas given to every transaction the tests send, so anvil never has to estimate it.
 const GAS: &str = "0x30d40";
 
@@ -174,12 +176,6 @@ impl Traffic {
 
 // ---------------------------------------------------------------------------------------------------------------
 // anvil.
-
-/// anvil's head: number and `0x` lowercase hash.
-async fn anvil_head(eth: &Eth) -> (u64, String) {
-    let block = eth.request("eth_getBlockByNumber", json!(["latest", false])).await;
-    (quantity(&block["number"]), lower(&block["hash"]))
-}
 
 async fn block_hash(eth: &Eth, number: u64) -> String {
     let block = eth.block(number, false).await;
@@ -558,37 +554,6 @@ async fn assert_matches_anvil(pool: &sqlx::PgPool, eth: &Eth, head: u64) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The process.
-
-/// Waits until chainmux's indexed head is anvil's head, number and hash; returns that height. Fails at once when the
-/// indexer stopped.
-async fn wait_synced(chainmux: &mut Chainmux, eth: &Eth) -> u64 {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    loop {
-        if let Some(status) = chainmux.exited() {
-            panic!("chainmux exited ({status}) while following the chain");
-        }
-        if let Some(line) = chainmux.log().lines().find(|l| l.contains("indexer stopped")) {
-            panic!("the indexer stopped instead of following the chain: {line}");
-        }
-        let (head, hash) = anvil_head(eth).await;
-        if let Ok((200, body)) = get(&chainmux.url("/v1/chains")).await
-            && let Some(view) = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|b| b["chains"].as_array()?.iter().find(|c| c["name"] == "local").cloned())
-        {
-            if view["indexed_head"] == json!({"number": head, "hash": hash}) {
-                return head;
-            }
-            last = view;
-        }
-        assert!(
-            started.elapsed() < SYNC_TIMEOUT,
-            "chainmux did not reach anvil's head {head} {hash} within {SYNC_TIMEOUT:?}; last /v1/chains entry: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// `chainmux_indexer_reorgs_total` of chain `local` (0 when absent).
 async fn reorgs_total(chainmux: &Chainmux) -> f64 {

@@ -849,3 +849,43 @@ pub async fn dump(pool: &sqlx::PgPool) -> BTreeMap<&'static str, Vec<String>> {
     }
     tables
 }
+
+/// How long [`wait_synced`] waits for the index to reach anvil's head.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// anvil's head: number and `0x` lowercase hash.
+pub async fn anvil_head(eth: &chainmux_testkit::Eth) -> (u64, String) {
+    let block = eth.request("eth_getBlockByNumber", json!(["latest", false])).await;
+    (quantity(&block["number"]), lower(&block["hash"]))
+}
+
+/// Waits until chainmux's indexed head of chain `local` is anvil's head, number and hash; returns that height.
+/// Fails at once when the process exits or the indexer stopped.
+pub async fn wait_synced(chainmux: &mut Chainmux, eth: &chainmux_testkit::Eth) -> u64 {
+    let started = Instant::now();
+    let mut last = Value::Null;
+    loop {
+        if let Some(status) = chainmux.exited() {
+            panic!("chainmux exited ({status}) while following the chain; log:\n{}", chainmux.log());
+        }
+        if let Some(line) = chainmux.log().lines().find(|l| l.contains("indexer stopped")) {
+            panic!("the indexer stopped instead of following the chain: {line}");
+        }
+        let (head, hash) = anvil_head(eth).await;
+        if let Ok((200, body)) = get(&chainmux.url("/v1/chains")).await
+            && let Some(view) = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|b| b["chains"].as_array()?.iter().find(|c| c["name"] == "local").cloned())
+        {
+            if view["indexed_head"] == json!({"number": head, "hash": hash}) {
+                return head;
+            }
+            last = view;
+        }
+        assert!(
+            started.elapsed() < SYNC_TIMEOUT,
+            "chainmux did not reach anvil's head {head} {hash} within {SYNC_TIMEOUT:?}; last /v1/chains entry: {last}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
