@@ -1,11 +1,16 @@
 //! Backfill throughput of chainmux into PostgreSQL, against a real anvil chain full of ERC-20 transfers.
 //!
 //! `cargo bench -p chainmux --bench backfill -- [--transfers N] [--per-tx N] [--txs-per-block N] [--batch-size N]
-//!     [--concurrency N] [--fetch full|logs]`
+//!     [--concurrency N] [--fetch full|logs] [--decode]`
 //!
 //! Builds the chain first (not timed), then runs the same pipeline as `chainmux run` (pool → EVM adapter →
 //! indexer → store) from block 0 to the head into a fresh database, and prints blocks/s, logs/s, transfers/s and
 //! rows/s. Needs anvil and Postgres (see `scripts/ensure-tools.sh`).
+//!
+//! With `--decode`, the DemoToken is also a `[[chains.contracts]]` entry (its ABI, every event, the deployed
+//! address): the indexer decodes each batch's logs into `events` rows before writing it, and the run prints
+//! events/s too and checks that `events` holds exactly one row per `Transfer` log. The fetch reference then also
+//! times decoding alone, and the plain `COPY` reference includes the `events` rows (decoded before the clock).
 //!
 //! Two references in the same run show where the time goes: fetch + normalize alone (no database), and a plain
 //! binary `COPY` of the same rows into the same indexed tables of another fresh database (one transaction per
@@ -15,8 +20,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainmux_core::{ChainKind, ChainSpec, Network, NormalizedBlock, U256};
-use chainmux_evm::{EvmNetwork, EvmOptions, FetchMode};
+use chainmux_config::ContractConfig;
+use chainmux_core::{BlockDecoder, ChainKind, ChainSpec, Network, NormalizedBlock, U256};
+use chainmux_evm::{ContractSource, EventDecoder, EvmNetwork, EvmOptions, FetchMode, SourceTarget};
 use chainmux_indexer::{Indexer, IndexerConfig};
 use chainmux_rpc::{PoolConfig, UpstreamConfig};
 use chainmux_store::Store;
@@ -31,6 +37,8 @@ struct Args {
     batch_size: u64,
     concurrency: usize,
     fetch: FetchMode,
+    /// Decode the DemoToken's events into `events` as a contract entry.
+    decode: bool,
 }
 
 fn parse_args() -> Args {
@@ -41,6 +49,7 @@ fn parse_args() -> Args {
         batch_size: 100,
         concurrency: 16,
         fetch: FetchMode::Full,
+        decode: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +59,10 @@ fn parse_args() -> Args {
                 Some("logs") => FetchMode::Logs,
                 other => panic!("--fetch needs full or logs, got {other:?}"),
             };
+            continue;
+        }
+        if flag == "--decode" {
+            args.decode = true;
             continue;
         }
         let mut value = || {
@@ -117,6 +130,13 @@ impl CopyData {
         }
     }
 
+    /// A `jsonb` value: version 1, then the JSON text.
+    fn jsonb(&mut self, json: &str) {
+        self.0.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
+        self.0.push(1);
+        self.0.extend_from_slice(json.as_bytes());
+    }
+
     fn numeric(&mut self, value: U256) {
         let text = value.to_string();
         let digits: Vec<i16> = if value.is_zero() {
@@ -143,9 +163,10 @@ impl CopyData {
     }
 }
 
-/// The `COPY` statements and data of one batch, table by table.
+/// The `COPY` statements and data of one batch, table by table (`events` only when the blocks were decoded).
 fn encode_batch(chain: &str, blocks: &[NormalizedBlock]) -> Vec<(&'static str, Vec<u8>)> {
     let (mut b, mut t, mut l, mut x) = (CopyData::new(), CopyData::new(), CopyData::new(), CopyData::new());
+    let mut e = CopyData::new();
     let chain = chain.as_bytes();
     for block in blocks {
         let number = (block.ptr.number as i64).to_be_bytes();
@@ -214,8 +235,22 @@ fn encode_batch(chain: &str, blocks: &[NormalizedBlock]) -> Vec<(&'static str, V
                 None => x.opt(None),
             }
         }
+        for event in &block.events {
+            e.row(11);
+            e.field(chain);
+            e.field(&number);
+            e.field(hash);
+            e.field(&(event.log_index as i32).to_be_bytes());
+            e.field(event.contract.as_bytes());
+            e.field(&event.tx_hash);
+            e.field(&(event.tx_index as i32).to_be_bytes());
+            e.field(&event.address);
+            e.field(event.name.as_bytes());
+            e.field(event.signature.as_bytes());
+            e.jsonb(&event.args);
+        }
     }
-    vec![
+    let mut statements = vec![
         (
             "COPY blocks (chain, number, hash, parent_hash, timestamp, tx_count, log_count) FROM STDIN (FORMAT binary)",
             b.finish(),
@@ -235,7 +270,15 @@ fn encode_batch(chain: &str, blocks: &[NormalizedBlock]) -> Vec<(&'static str, V
              from_address, to_address, amount, token_id) FROM STDIN (FORMAT binary)",
             x.finish(),
         ),
-    ]
+    ];
+    if blocks.iter().any(|block| !block.events.is_empty()) {
+        statements.push((
+            "COPY events (chain, block_number, block_hash, log_index, contract, tx_hash, tx_index, address, name, \
+             signature, args) FROM STDIN (FORMAT binary)",
+            e.finish(),
+        ));
+    }
+    statements
 }
 
 /// The plain `COPY` reference: `batches` (already encoded) into a fresh, migrated database, one transaction per
@@ -292,6 +335,25 @@ async fn main() {
     let head = eth.block_number().await;
     eprintln!("chain built in {:.1}s: head {head}", started.elapsed().as_secs_f64());
 
+    // With --decode: the DemoToken as a contract entry, resolved as `chainmux run` resolves a configured one (its
+    // ABI parsed into alloy's `JsonAbi`, the type `resolve_with` takes; every event selected), at the deployed
+    // address.
+    let sources: Vec<Arc<ContractSource>> = if args.decode {
+        let mut entry = ContractConfig::new("DemoToken", "DemoToken.abi");
+        let abi = serde_json::from_str(contracts::DEMO_TOKEN_ABI).expect("DemoToken ABI is JSON");
+        entry.resolve_with(abi, None).expect("DemoToken ABI resolves");
+        let source = ContractSource::new(
+            entry.name.clone(),
+            entry.selected_events(),
+            SourceTarget::Addresses(vec![token]),
+            0,
+        )
+        .expect("DemoToken contract source");
+        vec![Arc::new(source.with_abi(entry.abi_json()))]
+    } else {
+        Vec::new()
+    };
+
     let db = TestDb::create().await;
     let store = Store::connect(&db.url, 10).await.expect("database");
     store.migrate().await.expect("migrations");
@@ -313,17 +375,30 @@ async fn main() {
     };
 
     // Baseline: the same fetches and normalization without the database, to show where the time goes.
+    // With --decode, decoding is timed on its own here, outside the fetch time.
+    let mut baseline_decoder = EventDecoder::new(&spec.name, sources.clone());
+    let (mut decode_elapsed, mut decoded_events) = (0.0, 0usize);
     let started = Instant::now();
     let mut fetched_logs = 0usize;
     for range in ranges(head, args.batch_size) {
-        let blocks = network.fetch(range).await.expect("fetch");
+        let mut blocks = network.fetch(range).await.expect("fetch");
         fetched_logs += blocks.iter().map(|b| b.logs.len()).sum::<usize>();
+        if args.decode {
+            let decoding = Instant::now();
+            baseline_decoder.decode(&mut blocks);
+            decode_elapsed += decoding.elapsed().as_secs_f64();
+            decoded_events += blocks.iter().map(|b| b.events.len()).sum::<usize>();
+        }
     }
-    let fetch_elapsed = started.elapsed().as_secs_f64();
+    let fetch_elapsed = started.elapsed().as_secs_f64() - decode_elapsed;
 
     checkpoint(&db.url).await;
     let cancel = CancellationToken::new();
-    let indexer = tokio::spawn(Indexer::new(network.clone(), store.clone(), config).run(cancel.clone()));
+    let mut indexer = Indexer::new(network.clone(), store.clone(), config);
+    if args.decode {
+        indexer = indexer.with_decoder(Box::new(EventDecoder::new(&spec.name, sources.clone())));
+    }
+    let indexer = tokio::spawn(indexer.run(cancel.clone()));
     let started = Instant::now();
     loop {
         if store.cursor("bench").await.expect("cursor").is_some_and(|c| c.number >= head) {
@@ -343,6 +418,7 @@ async fn main() {
                 "blocks" => "SELECT count(*) FROM blocks",
                 "transactions" => "SELECT count(*) FROM transactions",
                 "logs" => "SELECT count(*) FROM logs",
+                "events" => "SELECT count(*) FROM events",
                 _ => "SELECT count(*) FROM transfers",
             };
             sqlx::query_scalar::<_, i64>(sql).fetch_one(store.pool()).await.expect("count") as f64
@@ -351,7 +427,38 @@ async fn main() {
     let (blocks, transactions, logs, transfers) =
         (count("blocks").await, count("transactions").await, count("logs").await, count("transfers").await);
     assert_eq!(transfers as u64, args.transfers, "every sprayed transfer indexed");
-    let rows = blocks + transactions + logs + transfers;
+    let events = count("events").await;
+    if args.decode {
+        // One `events` row per Transfer log of the token, each for such a log, and nothing else.
+        let transfer_logs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM logs WHERE address = $1 AND topic0 = $2")
+                .bind(token.as_slice())
+                .bind(contracts::TRANSFER_TOPIC.as_slice())
+                .fetch_one(store.pool())
+                .await
+                .expect("count");
+        assert_eq!(
+            transfer_logs as u64, args.transfers,
+            "every sprayed transfer is a Transfer log of the token"
+        );
+        assert_eq!(events, transfer_logs as f64, "one events row per Transfer log");
+        let matching: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events e JOIN logs l \
+             ON l.chain = e.chain AND l.block_number = e.block_number AND l.log_index = e.log_index \
+             WHERE e.contract = 'DemoToken' AND e.name = 'Transfer' \
+             AND e.signature = 'Transfer(address,address,uint256)' AND l.address = $1 AND l.topic0 = $2",
+        )
+        .bind(token.as_slice())
+        .bind(contracts::TRANSFER_TOPIC.as_slice())
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        assert_eq!(matching, transfer_logs, "every events row is the DemoToken Transfer of its log");
+        assert_eq!(decoded_events as f64, events, "the decode-only baseline decoded the same events");
+    } else {
+        assert_eq!(events, 0.0, "no events without --decode");
+    }
+    let rows = blocks + transactions + logs + transfers + events;
     drop(store);
     drop(db);
 
@@ -359,8 +466,12 @@ async fn main() {
     // more (untimed) fetch and are encoded before the clock starts.
     let mut encoded = Vec::new();
     let mut encode_elapsed = 0.0;
+    let mut reference_decoder = EventDecoder::new(&spec.name, sources.clone());
     for range in ranges(head, args.batch_size) {
-        let blocks = network.fetch(range).await.expect("fetch");
+        let mut blocks = network.fetch(range).await.expect("fetch");
+        if args.decode {
+            reference_decoder.decode(&mut blocks);
+        }
         let started = Instant::now();
         encoded.push(encode_batch(&spec.name, &blocks));
         encode_elapsed += started.elapsed().as_secs_f64();
@@ -368,18 +479,30 @@ async fn main() {
     let (copy_elapsed, copy_rows) = plain_copy(&encoded).await;
     assert_eq!(copy_rows as f64, rows, "the plain COPY wrote the same rows");
 
+    let decoded = if args.decode { format!(", {events:.0} events") } else { String::new() };
     println!(
-        "backfill: {blocks:.0} blocks, {logs:.0} logs, {transfers:.0} transfers, {rows:.0} rows in {elapsed:.2}s"
+        "backfill: {blocks:.0} blocks, {logs:.0} logs, {transfers:.0} transfers{decoded}, {rows:.0} rows in \
+         {elapsed:.2}s"
     );
     println!("  blocks/s    {:>10.0}", blocks / elapsed);
     println!("  logs/s      {:>10.0}", logs / elapsed);
     println!("  transfers/s {:>10.0}", transfers / elapsed);
+    if args.decode {
+        println!("  events/s    {:>10.0}", events / elapsed);
+    }
     println!("  rows/s      {:>10.0}", rows / elapsed);
     println!(
         "  fetch + normalize only (no database): {:.2}s, {:.0} logs/s",
         fetch_elapsed,
         fetched_logs as f64 / fetch_elapsed
     );
+    if args.decode {
+        println!(
+            "  decode only (no database, same blocks): {:.2}s, {:.0} events/s",
+            decode_elapsed,
+            decoded_events as f64 / decode_elapsed
+        );
+    }
     println!(
         "  plain COPY of the same rows (fresh database, one transaction per {} blocks, no cursor): {:.2}s, \
          {:.0} rows/s (+ {:.2}s encoding, untimed)",
