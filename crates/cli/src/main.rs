@@ -2,6 +2,7 @@
 //! pools, the indexers and the gateway together. The only crate that uses `anyhow`.
 
 mod chains;
+mod keys;
 mod run;
 mod status;
 
@@ -50,6 +51,11 @@ enum Command {
         #[arg(long, env = "CHAINMUX_CONFIG")]
         config: PathBuf,
     },
+    /// Create, list and revoke the gateway's API keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Show chains and upstreams of a running chainmux as a table.
     Status {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -88,6 +94,7 @@ async fn main() -> ExitCode {
             print!("{}", config.redacted());
             eprintln!("config OK");
         }),
+        Command::Keys { command } => keys::run(command).await,
         Command::Status { url } => status::print(&url).await,
     };
     match result {

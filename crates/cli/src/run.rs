@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use chainmux_config::Config;
-use chainmux_gateway::{AppState, ChainHandle, GatewayConfig};
+use chainmux_gateway::{AppState, ChainHandle, GatewayConfig, MethodPolicy};
 use chainmux_indexer::{Indexer, IndexerConfig};
 use chainmux_store::Store;
 use tokio::task::JoinSet;
@@ -36,6 +36,8 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     }
 
     let mut indexers = JoinSet::new();
+    // Each indexed chain's event channel, which the gateway's live feeds and cache eviction subscribe to.
+    let mut chain_events = Vec::new();
     if roles.indexer {
         for (chain, chain_config) in chains.iter().zip(&config.chains) {
             let indexer_config = IndexerConfig {
@@ -48,6 +50,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             };
             let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);
             let name = chain.spec.name.clone();
+            chain_events.push((name.clone(), indexer.event_sender()));
             let cancel = shutdown.child_token();
             let contracts = chain.contracts.clone();
             let store = store.clone();
@@ -85,9 +88,20 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             max_body_bytes: config.gateway.max_body_bytes,
             max_batch_size: config.gateway.max_batch_size,
             max_page_size: u32::try_from(config.gateway.max_page_size).unwrap_or(u32::MAX),
+            access: crate::keys::access_config(&config.gateway),
             ..GatewayConfig::default()
         };
-        let state = AppState::new(store.clone(), handles, gateway_config);
+        let mut state = AppState::new(store.clone(), handles, gateway_config);
+        for chain in &config.chains {
+            let methods = &chain.methods;
+            let policy = MethodPolicy::new(chain.kind, &methods.allow, methods.deny.as_deref()).map_err(
+                |(pattern, err)| anyhow::anyhow!("chains {:?} methods {pattern:?}: {err}", chain.name),
+            )?;
+            state = state.with_method_policy(&chain.name, policy);
+        }
+        for (chain, events) in chain_events {
+            state = state.with_chain_events(&chain, events);
+        }
         let listen = config.gateway.listen_addr().context("gateway.listen")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -98,7 +112,9 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         Some((
             state,
             tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+                // With the peer address, which anonymous rate limits are keyed by.
+                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned()).await
             }),
         ))
     } else {

@@ -23,6 +23,16 @@ const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_MAX_BATCH_SIZE: usize = 100;
 const DEFAULT_MAX_PAGE_SIZE: usize = 1000;
 const DEFAULT_DRAIN_DELAY_MS: u64 = 1000;
+/// Anonymous clients (per IP) get a modest budget; JSON-RPC clients (wallets, libraries polling) make more calls
+/// per page view than REST readers, hence the larger RPC budget. Keys get more than anonymous clients.
+const DEFAULT_ANONYMOUS_RPS: u32 = 50;
+const DEFAULT_ANONYMOUS_BURST: u32 = 100;
+const DEFAULT_ANONYMOUS_RPC_RPS: u32 = 100;
+const DEFAULT_ANONYMOUS_RPC_BURST: u32 = 200;
+const DEFAULT_KEY_RPS: u32 = 100;
+const DEFAULT_KEY_BURST: u32 = 200;
+const DEFAULT_KEY_RPC_RPS: u32 = 200;
+const DEFAULT_KEY_RPC_BURST: u32 = 400;
 const DEFAULT_START_BLOCK: u64 = 0;
 const DEFAULT_BATCH_SIZE: u64 = 100;
 const DEFAULT_FETCH_CONCURRENCY: usize = 8;
@@ -124,6 +134,30 @@ pub struct GatewayConfig {
     /// After SIGTERM, `/ready` answers 503 for this long before the listener closes, so
     /// load balancers stop routing to us first. Default 1000.
     pub drain_delay_ms: u64,
+    /// Refuse requests without an API key (401); `/health`, `/ready` and `/metrics` stay open. Default false.
+    pub require_api_key: bool,
+    /// Requests per second of each client IP sending no key, on every route but `/rpc`; 0 = no limit. Default 50.
+    pub anonymous_rps: u32,
+    /// Burst of [`Self::anonymous_rps`]. Default 100, at least 1.
+    pub anonymous_burst: u32,
+    /// Like [`Self::anonymous_rps`] for `/rpc/{chain}`, a separate budget. Default 100; 0 = no limit.
+    pub anonymous_rpc_rps: u32,
+    /// Burst of [`Self::anonymous_rpc_rps`]. Default 200, at least 1.
+    pub anonymous_rpc_burst: u32,
+    /// REST requests per second of a key created without `--rps`; 0 = no limit. Default 100.
+    pub default_key_rps: u32,
+    /// Burst of a key created without `--burst` (and without `--rps`). Default 200, at least 1.
+    pub default_key_burst: u32,
+    /// `/rpc` requests per second of a key created without `--rpc-rps`; 0 = no limit. Default 200.
+    pub default_key_rpc_rps: u32,
+    /// `/rpc` burst of a key created without `--rpc-burst` (and without `--rpc-rps`). Default 400, at least 1.
+    pub default_key_rpc_burst: u32,
+    /// Origins browsers may call the gateway from: `["*"]` for any, or exact origins such as
+    /// `"https://app.example"`. Default empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Take the client IP for anonymous limits from the last `X-Forwarded-For` entry (the one the reverse proxy
+    /// appended) instead of the connection's peer. Only enable behind a proxy that sets it. Default false.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for GatewayConfig {
@@ -134,6 +168,17 @@ impl Default for GatewayConfig {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
             drain_delay_ms: DEFAULT_DRAIN_DELAY_MS,
+            require_api_key: false,
+            anonymous_rps: DEFAULT_ANONYMOUS_RPS,
+            anonymous_burst: DEFAULT_ANONYMOUS_BURST,
+            anonymous_rpc_rps: DEFAULT_ANONYMOUS_RPC_RPS,
+            anonymous_rpc_burst: DEFAULT_ANONYMOUS_RPC_BURST,
+            default_key_rps: DEFAULT_KEY_RPS,
+            default_key_burst: DEFAULT_KEY_BURST,
+            default_key_rpc_rps: DEFAULT_KEY_RPC_RPS,
+            default_key_rpc_burst: DEFAULT_KEY_RPC_BURST,
+            cors_allowed_origins: Vec::new(),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -274,6 +319,9 @@ pub struct ChainConfig {
     /// Solana chains. [`load`](crate::load) reads their ABI files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contracts: Vec<ContractConfig>,
+    /// `[chains.methods]`: which JSON-RPC methods the gateway's `/rpc/{chain}` forwards. Optional.
+    #[serde(default, skip_serializing_if = "MethodsConfig::is_default")]
+    pub methods: MethodsConfig,
 }
 
 impl ChainConfig {
@@ -344,6 +392,27 @@ impl ChainConfig {
                 .map(|rps| own.rate_limit_burst.or(chain.rate_limit_burst).unwrap_or(rps)),
             rate_limit_cooldown: ms(own.rate_limit_cooldown_ms.unwrap_or(chain.rate_limit_cooldown_ms)),
         }
+    }
+}
+
+/// `[chains.methods]`: the JSON-RPC methods the gateway forwards on a chain. Each entry is a pattern: an exact
+/// method name (letters, digits, `_`) or a prefix ending in `*` (`debug_*`; a lone `*` matches everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodsConfig {
+    /// When non-empty, only matching methods are forwarded. Default empty (every method not denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Methods never forwarded, whatever `allow` says. Left out: the family's default, on EVM
+    /// `["admin_*", "debug_*", "personal_*", "miner_*", "engine_*"]`, on Solana none; `deny = []` denies nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+}
+
+impl MethodsConfig {
+    /// Whether no key is set (the section may be left out).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
     }
 }
 
@@ -1056,6 +1125,7 @@ mod tests {
                 }],
                 programs: Vec::new(),
                 contracts: Vec::new(),
+                methods: MethodsConfig::default(),
             }],
         };
         let text = format!("{config:?} {config:#?}");

@@ -19,6 +19,17 @@ max_body_bytes = 2048
 max_batch_size = 50
 max_page_size = 500
 drain_delay_ms = 250
+require_api_key = true
+anonymous_rps = 0
+anonymous_burst = 1
+anonymous_rpc_rps = 7
+anonymous_rpc_burst = 8
+default_key_rps = 9
+default_key_burst = 10
+default_key_rpc_rps = 11
+default_key_rpc_burst = 12
+cors_allowed_origins = ["https://app.example", "http://localhost:3000"]
+trust_forwarded_for = true
 
 [[chains]]
 name = "local"
@@ -162,6 +173,17 @@ fn full_example_parses_with_values_and_defaults() {
             max_batch_size: 50,
             max_page_size: 500,
             drain_delay_ms: 250,
+            require_api_key: true,
+            anonymous_rps: 0,
+            anonymous_burst: 1,
+            anonymous_rpc_rps: 7,
+            anonymous_rpc_burst: 8,
+            default_key_rps: 9,
+            default_key_burst: 10,
+            default_key_rpc_rps: 11,
+            default_key_rpc_burst: 12,
+            cors_allowed_origins: vec!["https://app.example".into(), "http://localhost:3000".into()],
+            trust_forwarded_for: true,
         }
     );
     assert_eq!(config.gateway.drain_delay(), Duration::from_millis(250));
@@ -412,6 +434,13 @@ fn omitted_sections_take_defaults() {
     assert_eq!(config.gateway.max_batch_size, 100);
     assert_eq!(config.gateway.max_page_size, 1000);
     assert_eq!(config.gateway.drain_delay_ms, 1000);
+    assert!(!config.gateway.require_api_key);
+    assert_eq!((config.gateway.anonymous_rps, config.gateway.anonymous_burst), (50, 100));
+    assert_eq!((config.gateway.anonymous_rpc_rps, config.gateway.anonymous_rpc_burst), (100, 200));
+    assert_eq!((config.gateway.default_key_rps, config.gateway.default_key_burst), (100, 200));
+    assert_eq!((config.gateway.default_key_rpc_rps, config.gateway.default_key_rpc_burst), (200, 400));
+    assert!(config.gateway.cors_allowed_origins.is_empty());
+    assert!(!config.gateway.trust_forwarded_for);
     assert_eq!(config.chains[0].rpc, RpcConfig::default());
 }
 
@@ -435,6 +464,14 @@ fn each_validation_rule_is_reported_at_its_key() {
         ("gateway.max_body_bytes", "between 1 and 67108864", "67108865"),
         ("gateway.max_batch_size", "between 1 and 10000", "0"),
         ("gateway.max_page_size", "between 1 and 10000", "10001"),
+        ("gateway.anonymous_rps", "between 0 and 1000000, got 1000001", "1000001"),
+        ("gateway.anonymous_burst", "between 1 and 1000000, got 0", "0"),
+        ("gateway.anonymous_rpc_rps", "between 0 and 1000000", "1000001"),
+        ("gateway.anonymous_rpc_burst", "between 1 and 1000000, got 0", "0"),
+        ("gateway.default_key_rps", "between 0 and 1000000", "1000001"),
+        ("gateway.default_key_burst", "between 1 and 1000000, got 0", "0"),
+        ("gateway.default_key_rpc_rps", "between 0 and 1000000", "1000001"),
+        ("gateway.default_key_rpc_burst", "between 1 and 1000000, got 0", "0"),
         ("chains[0].name", "invalid chain name \"Local\"", "Local"),
         ("chains[0].batch_size", "between 1 and 10000", "0"),
         ("chains[0].fetch_concurrency", "between 1 and 256", "257"),
@@ -504,6 +541,30 @@ fn each_validation_rule_is_reported_at_its_key() {
         assert_problem(&err, key, message);
         assert_eq!(problems(&err).len(), 1, "{key}: {err}");
     }
+}
+
+#[test]
+fn cors_origins_are_checked_one_by_one() {
+    let with = |origins: &str| {
+        MINIMAL.replace("[[chains]]", &format!("[gateway]\ncors_allowed_origins = {origins}\n[[chains]]"))
+    };
+    let config = load_ok(&with(r#"["*"]"#), &BTreeMap::new());
+    assert_eq!(config.gateway.cors_allowed_origins, vec!["*".to_owned()]);
+    load_ok(&with(r#"["https://app.example", "http://127.0.0.1:5173"]"#), &BTreeMap::new());
+
+    let err = load_err(
+        &with(
+            r#"["https://ok.example", "app.example", "https://App.example/", "ftp://x.example", "https://ok.example", "*"]"#,
+        ),
+        &BTreeMap::new(),
+    );
+    let key = |i: usize| format!("gateway.cors_allowed_origins[{i}]");
+    assert_problem(&err, &key(1), "invalid origin \"app.example\"");
+    assert_problem(&err, &key(2), "write it as \"https://app.example\"");
+    assert_problem(&err, &key(3), "invalid origin \"ftp://x.example\"");
+    assert_problem(&err, &key(4), "duplicate origin \"https://ok.example\" (already listed at index 0)");
+    assert_problem(&err, &key(5), "must be the only entry");
+    assert_eq!(problems(&err).len(), 5, "{err}");
 }
 
 /// The env override addressing `key`, e.g. `chains[0].rpc.x` -> `CHAINMUX_CHAINS__0__RPC__X`.
@@ -1424,3 +1485,43 @@ fn redacted_solana_chain_shows_resolved_keys_and_reparses() {
 }
 
 const SPL_TOKEN_ID_TEXT: &str = "id = \"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA\"";
+
+#[test]
+fn method_lists_parse_and_default_to_unset() {
+    let config = load_ok(MINIMAL, &env(&[]));
+    assert_eq!(config.chains[0].methods, MethodsConfig::default());
+    assert!(config.chains[0].methods.deny.is_none(), "left out: the family's default applies");
+
+    let text = format!("{MINIMAL}\n[chains.methods]\nallow = [\"eth_*\", \"net_version\"]\ndeny = []\n");
+    let config = load_ok(&text, &env(&[]));
+    let methods = &config.chains[0].methods;
+    assert_eq!(methods.allow, ["eth_*", "net_version"]);
+    assert_eq!(methods.deny.as_deref(), Some(&[][..]), "an explicit empty list is kept apart from none");
+    // The resolved config shows the lists and reads back the same.
+    let reparsed = load_ok(&config.redacted(), &env(&[]));
+    assert_eq!(&reparsed.chains[0].methods, methods);
+
+    let solana = format!("{SOLANA_MINIMAL}\n[chains.methods]\ndeny = [\"requestAirdrop\", \"*\"]\n");
+    let config = load_ok(&solana, &env(&[]));
+    assert_eq!(config.chains[0].methods.deny, Some(vec!["requestAirdrop".to_owned(), "*".to_owned()]));
+}
+
+#[test]
+fn method_patterns_are_checked_at_their_keys() {
+    let text = format!(
+        "{MINIMAL}\n[chains.methods]\nallow = [\"eth_*\", \"\"]\ndeny = [\"debug_*\", \"trace *\", \"*_x\", \"a**\"]\n"
+    );
+    let err = load_err(&text, &env(&[]));
+    assert_problem(&err, "chains[0].methods.allow[1]", "empty method pattern");
+    assert_problem(&err, "chains[0].methods.deny[1]", "invalid character ' ' in method pattern \"trace *\"");
+    assert_problem(&err, "chains[0].methods.deny[2]", "* may only end a method pattern");
+    assert_problem(&err, "chains[0].methods.deny[3]", "* may only end a method pattern");
+    assert_eq!(problems(&err).len(), 4, "{err}");
+
+    let unknown = format!("{MINIMAL}\n[chains.methods]\nblock = [\"x\"]\n");
+    let err = load_err(&unknown, &env(&[]));
+    assert!(err.to_string().contains("chains[0].methods") && err.to_string().contains("block"), "{err}");
+    let wrong_type = format!("{MINIMAL}\n[chains.methods]\ndeny = \"debug_*\"\n");
+    let err = load_err(&wrong_type, &env(&[]));
+    assert!(err.to_string().contains("chains[0].methods.deny"), "{err}");
+}

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use url::Url;
 
 use crate::{
-    AddressList, ChainConfig, ChainKind, Config, ConfigError, ContractConfig, Problem, ProgramConfig, Result,
-    RpcConfig, UpstreamConfig, UpstreamRpcOverrides,
+    AddressList, ChainConfig, ChainKind, Config, ConfigError, ContractConfig, MethodsConfig, Problem,
+    ProgramConfig, Result, RpcConfig, UpstreamConfig, UpstreamRpcOverrides,
 };
 
 impl Config {
@@ -55,6 +55,16 @@ impl Config {
         p.range("gateway.max_body_bytes", gw.max_body_bytes, 1, 64 * 1024 * 1024);
         p.range("gateway.max_batch_size", gw.max_batch_size, 1, 10_000);
         p.range("gateway.max_page_size", gw.max_page_size, 1, 10_000);
+        for (name, rps, burst) in [
+            ("anonymous", gw.anonymous_rps, gw.anonymous_burst),
+            ("anonymous_rpc", gw.anonymous_rpc_rps, gw.anonymous_rpc_burst),
+            ("default_key", gw.default_key_rps, gw.default_key_burst),
+            ("default_key_rpc", gw.default_key_rpc_rps, gw.default_key_rpc_burst),
+        ] {
+            p.range(&format!("gateway.{name}_rps"), rps, 0, MAX_RATE);
+            p.range(&format!("gateway.{name}_burst"), burst, 1, MAX_RATE);
+        }
+        check_cors_origins(&gw.cors_allowed_origins, "gateway.cors_allowed_origins", p);
 
         if self.chains.is_empty() {
             p.add("chains", "at least one chain is required");
@@ -64,6 +74,44 @@ impl Config {
             let key = format!("chains[{i}]");
             p.name(&format!("{key}.name"), &chain.name, "chain", &mut seen);
             check_chain(chain, &key, p);
+        }
+    }
+}
+
+/// Largest `[gateway]` rate or burst: far beyond what one process serves, small enough for the store's columns.
+const MAX_RATE: u32 = 1_000_000;
+
+/// `gateway.cors_allowed_origins`: `["*"]` alone, or origins exactly as browsers send them in `Origin`
+/// (`scheme://host[:port]`, lowercase, no path or trailing slash), each listed once.
+fn check_cors_origins(origins: &[String], key: &str, p: &mut Problems) {
+    for (i, origin) in origins.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        if origin == "*" {
+            if origins.len() > 1 {
+                p.add(key, "\"*\" allows every origin; it must be the only entry");
+            }
+            continue;
+        }
+        let canonical = Url::parse(origin)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+            .map(|url| url.origin().ascii_serialization());
+        match canonical {
+            None => p.add(
+                key,
+                format!("invalid origin {origin:?} (expected e.g. \"https://app.example\" or \"*\")"),
+            ),
+            Some(canonical) if canonical != *origin => p.add(
+                key,
+                format!(
+                    "origin {origin:?} would never match a browser's Origin header; write it as {canonical:?}"
+                ),
+            ),
+            Some(_) => {
+                if let Some(first) = origins[..i].iter().position(|o| o == origin) {
+                    p.add(key, format!("duplicate origin {origin:?} (already listed at index {first})"));
+                }
+            }
         }
     }
 }
@@ -88,6 +136,7 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
         check_upstream_rpc(&chain.rpc, &upstream.rpc, &format!("{key}.rpc"), &rpc_key, p);
     }
     check_programs(&chain.programs, &format!("{key}.programs"), p);
+    check_methods(&chain.methods, &format!("{key}.methods"), p);
     if chain.kind == ChainKind::Evm {
         if let Some(chunk) = chain.logs_address_chunk {
             p.range(&format!("{key}.logs_address_chunk"), chunk, 1, 10_000);
@@ -191,6 +240,33 @@ fn check_contracts(contracts: &[ContractConfig], key: &str, p: &mut Problems) {
                 "lists no event; leave the key out to index every event of the ABI",
             );
         }
+    }
+}
+
+/// `[chains.methods]`: every `allow` and `deny` entry is a method pattern.
+fn check_methods(methods: &MethodsConfig, key: &str, p: &mut Problems) {
+    let lists = [("allow", methods.allow.as_slice()), ("deny", methods.deny.as_deref().unwrap_or_default())];
+    for (name, list) in lists {
+        for (i, pattern) in list.iter().enumerate() {
+            if let Err(message) = check_method_pattern(pattern) {
+                p.add(format!("{key}.{name}[{i}]"), message);
+            }
+        }
+    }
+}
+
+/// A method pattern: an exact method name (ASCII letters, digits, `_`) or such a prefix followed by one `*`.
+/// The gateway parses patterns by the same rule (`chainmux_gateway::MethodPattern`).
+fn check_method_pattern(pattern: &str) -> std::result::Result<(), String> {
+    const RULE: &str = "a pattern is a method name (letters, digits, _) optionally ending in *, e.g. debug_*";
+    if pattern.is_empty() {
+        return Err(format!("empty method pattern: {RULE}"));
+    }
+    let name = pattern.strip_suffix('*').unwrap_or(pattern);
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+        None => Ok(()),
+        Some('*') => Err(format!("* may only end a method pattern, in {pattern:?}: {RULE}")),
+        Some(bad) => Err(format!("invalid character {bad:?} in method pattern {pattern:?}: {RULE}")),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Unavailable(String),
+    /// `min_block` was not indexed within the wait: 503 with `Retry-After`.
+    #[error("{0}")]
+    NotYet(String),
     #[error(transparent)]
     Store(#[from] chainmux_store::StoreError),
 }
@@ -27,11 +30,14 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        if let Self::NotYet(message) = &self {
+            return crate::consistency::not_yet_response(message);
+        }
         let (status, code, field) = match &self {
             Self::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", Some(field.clone())),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            Self::Unavailable(_) | Self::NotYet(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
         };
         let message = match &self {

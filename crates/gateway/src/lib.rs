@@ -6,11 +6,16 @@
 //! chains and `/instructions` on Solana chains only.
 //!
 //! The JSON-RPC proxy keeps answers that can never change (finalized Solana blocks and transactions, …) in a
-//! bounded in-memory cache; the `cache_policy` module decides what qualifies per chain family.
+//! bounded in-memory cache; the `cache_policy` module decides what qualifies per chain family. Each chain's
+//! [`MethodPolicy`] says which methods it forwards at all, and identical reads in flight share one upstream call
+//! (the `coalesce` module).
 //!
 //! Routers are built by [`router`] from an [`AppState`]; the binary serves it, tests drive it with `oneshot`.
 
+mod auth;
 mod cache_policy;
+mod coalesce;
+mod consistency;
 mod error;
 mod event_filter;
 mod metrics_layer;
@@ -18,6 +23,7 @@ mod params;
 mod render;
 mod routes;
 mod rpc_cache;
+mod rpc_policy;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,13 +33,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use chainmux_core::ChainSpec;
+use chainmux_core::{ChainEvent, ChainSpec};
 use chainmux_rpc::Pool;
 use chainmux_store::Store;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::broadcast;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+pub use auth::{AccessConfig, ApiKey, Budget, CorsOrigins, DEFAULT_KEY_CACHE_TTL, Limit};
 pub use error::AppError;
+pub use rpc_policy::{DEFAULT_EVM_DENY, MethodPattern, MethodPolicy, PatternError};
 
 /// Gateway limits from the config.
 #[derive(Debug, Clone)]
@@ -46,11 +55,22 @@ pub struct GatewayConfig {
     pub max_page_size: u32,
     /// `limit` when the request gives none.
     pub default_page_size: u32,
+    /// Longest a request with `min_block=N` waits for the index to reach `N`.
+    pub min_block_wait: Duration,
+    /// API keys, rate limits and CORS; open by default (see [`AccessConfig`]).
+    pub access: AccessConfig,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1 << 20, max_batch_size: 100, max_page_size: 1000, default_page_size: 100 }
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch_size: 100,
+            max_page_size: 1000,
+            default_page_size: 100,
+            min_block_wait: Duration::from_secs(10),
+            access: AccessConfig::default(),
+        }
     }
 }
 
@@ -64,6 +84,12 @@ pub struct ChainHandle {
 #[derive(Debug, Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// Each served chain's JSON-RPC method policy; a chain's family default until
+    /// [`AppState::with_method_policy`] sets another.
+    methods: Arc<BTreeMap<String, MethodPolicy>>,
+    /// The indexer's events of each chain indexed in this process ([`AppState::with_chain_events`]), for live
+    /// feeds and cache eviction. A chain without one (gateway-only process) has no live feed.
+    chain_events: Arc<BTreeMap<String, broadcast::Sender<ChainEvent>>>,
 }
 
 #[derive(Debug)]
@@ -74,13 +100,20 @@ struct Inner {
     draining: AtomicBool,
     metrics: PrometheusHandle,
     rpc_cache: rpc_cache::RpcCache,
+    /// Upstream calls of `/rpc` reads in flight, shared by identical requests.
+    coalescer: coalesce::Coalescer<rpc_cache::CacheKey, routes::Upstreamed>,
+    /// Key cache and rate limiters.
+    access: auth::Access,
 }
 
 impl AppState {
     pub fn new(store: Store, chains: Vec<ChainHandle>, config: GatewayConfig) -> Self {
+        let methods =
+            chains.iter().map(|c| (c.spec.name.clone(), MethodPolicy::default_for(c.spec.kind))).collect();
         let chains = chains.into_iter().map(|c| (c.spec.name.clone(), c)).collect();
         // Not configurable yet: the defaults are documented on `RpcCacheLimits`.
         let rpc_cache = rpc_cache::RpcCache::new(rpc_cache::RpcCacheLimits::default());
+        let access = auth::Access::new(config.access.clone());
         let inner = Inner {
             store,
             chains,
@@ -88,8 +121,31 @@ impl AppState {
             draining: AtomicBool::new(false),
             metrics: metrics_handle(),
             rpc_cache,
+            coalescer: coalesce::Coalescer::default(),
+            access,
         };
-        Self { inner: Arc::new(inner) }
+        Self { inner: Arc::new(inner), methods: Arc::new(methods), chain_events: Arc::default() }
+    }
+
+    /// Feeds chain `chain`'s indexer events (`Indexer::event_sender`) to the gateway's live feeds and caches.
+    #[must_use]
+    pub fn with_chain_events(mut self, chain: &str, events: broadcast::Sender<ChainEvent>) -> Self {
+        Arc::make_mut(&mut self.chain_events).insert(chain.to_owned(), events);
+        self
+    }
+
+    /// A new subscription to chain `chain`'s indexer events; `None` when this process does not index it.
+    #[allow(dead_code)] // used by the live feeds
+    fn subscribe_chain(&self, chain: &str) -> Option<broadcast::Receiver<ChainEvent>> {
+        self.chain_events.get(chain).map(broadcast::Sender::subscribe)
+    }
+
+    /// Sets which JSON-RPC methods `/rpc/{chain}` forwards on chain `chain` (from its `[chains.methods]`),
+    /// replacing its family's default ([`MethodPolicy::default_for`]).
+    #[must_use]
+    pub fn with_method_policy(mut self, chain: &str, policy: MethodPolicy) -> Self {
+        Arc::make_mut(&mut self.methods).insert(chain.to_owned(), policy);
+        self
     }
 
     /// From now on `/ready` answers 503, so load balancers stop sending new work before the listener closes.
@@ -111,6 +167,19 @@ impl AppState {
 
     fn rpc_cache(&self) -> &rpc_cache::RpcCache {
         &self.inner.rpc_cache
+    }
+
+    fn access(&self) -> &auth::Access {
+        &self.inner.access
+    }
+
+    fn coalescer(&self) -> &coalesce::Coalescer<rpc_cache::CacheKey, routes::Upstreamed> {
+        &self.inner.coalescer
+    }
+
+    /// The method policy of served chain `chain` (every served chain has one).
+    fn method_policy(&self, chain: &str) -> Option<&MethodPolicy> {
+        self.methods.get(chain)
     }
 
     fn chain(&self, name: &str) -> Result<&ChainHandle, AppError> {
@@ -147,7 +216,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
-    Router::new()
+    let cors = state.config().access.cors_layer();
+    let router = Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
@@ -162,12 +232,20 @@ pub fn router(state: AppState) -> Router {
         .route("/rpc/{chain}", post(routes::rpc))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside the metrics layer, so refused requests (401/403/429) are counted by route and status too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::enforce))
         .layer(axum::middleware::from_fn(metrics_layer::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(metrics_layer::make_span)
                 // 503s from /ready while draining are expected; ERROR is for the process's own failures.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
-        )
-        .with_state(state)
+        );
+    // Outermost: preflights are answered before authentication (browsers never send keys with them), and
+    // refusals carry the CORS headers too, so a page can read why it was refused.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }

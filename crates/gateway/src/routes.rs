@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chainmux_core::ChainKind;
-use chainmux_rpc::{CallTrace, JsonRpcError, UpstreamStatus};
+use chainmux_rpc::{CallTrace, JsonRpcError, RpcError, UpstreamStatus};
 use chainmux_store::{ChainState, ContractFilter, EventFilter, InstructionFilter, LogFilter, TransferFilter};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -15,9 +15,12 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::cache_policy::{self, Finality};
+use crate::coalesce::Role;
+use crate::consistency::{self, ChainJson};
 use crate::event_filter::{self, EventName, Selection};
 use crate::params::{self, Id, QueryParams};
 use crate::rpc_cache::CacheKey;
+use crate::rpc_policy;
 use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
 
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -27,9 +30,11 @@ fn query(pairs: Pairs, allowed: &[&str]) -> Result<QueryParams, AppError> {
 }
 
 /// [`query`] that also accepts the parameters named `prefix` and something (`arg.<param>`).
+/// Every chain route also takes `min_block` (see [`crate::consistency`]).
 fn query_prefixed(pairs: Pairs, allowed: &[&str], prefix: Option<&str>) -> Result<QueryParams, AppError> {
     let Query(pairs) = pairs.map_err(|err| AppError::bad("query", err.body_text()))?;
-    QueryParams::parse(pairs, allowed, prefix)
+    let allowed: Vec<&str> = allowed.iter().copied().chain(["min_block"]).collect();
+    QueryParams::parse(pairs, &allowed, prefix)
 }
 
 pub(crate) async fn health() -> Json<Value> {
@@ -112,10 +117,17 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
     Ok(Json(json!({ "chains": views })))
 }
 
-/// A served chain's kind and what the store knows about it; 404 for a chain this gateway does not serve.
-async fn chain_state(state: &AppState, chain: &str) -> Result<(ChainKind, Option<ChainState>), AppError> {
+/// A served chain's kind and what the store knows about it, once it is indexed to the request's `min_block`; 404
+/// for a chain this gateway does not serve.
+async fn chain_state(
+    state: &AppState,
+    chain: &str,
+    q: &QueryParams,
+) -> Result<(ChainKind, Option<ChainState>), AppError> {
     let kind = state.chain(chain)?.spec.kind;
-    Ok((kind, state.store().chain_state(chain).await?))
+    let min_block = q.block("min_block")?;
+    let stored = consistency::state_at(state, chain, min_block, state.config().min_block_wait).await?;
+    Ok((kind, stored))
 }
 
 fn view<'a>(chain: &'a str, kind: ChainKind, stored: Option<&'a ChainState>) -> render::View<'a> {
@@ -125,8 +137,10 @@ fn view<'a>(chain: &'a str, kind: ChainKind, stored: Option<&'a ChainState>) -> 
 pub(crate) async fn block(
     State(state): State<AppState>,
     Path((chain, id)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    pairs: Pairs,
+) -> Result<ChainJson, AppError> {
+    let q = query(pairs, &[])?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     let row = match kind {
         // A `0x` id is a block hash; heights are decimal. A short `0x` id is a truncated hash, not a quantity.
         ChainKind::Evm if id.starts_with("0x") || id.starts_with("0X") => {
@@ -152,14 +166,16 @@ pub(crate) async fn block(
         }
     };
     let row = row.ok_or_else(|| AppError::NotFound(format!("block {id} is not indexed")))?;
-    Ok(Json(view(&chain, kind, stored.as_ref()).block(&row)))
+    Ok(ChainJson::resource(view(&chain, kind, stored.as_ref()).block(&row), stored.as_ref()))
 }
 
 pub(crate) async fn transaction(
     State(state): State<AppState>,
     Path((chain, hash)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    pairs: Pairs,
+) -> Result<ChainJson, AppError> {
+    let q = query(pairs, &[])?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     // The path segment is a transaction's hash on EVM, its signature on Solana.
     let field = match kind {
         ChainKind::Evm => "hash",
@@ -171,7 +187,7 @@ pub(crate) async fn transaction(
         .transaction(&chain, &bytes)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("transaction {hash} is not indexed")))?;
-    Ok(Json(view(&chain, kind, stored.as_ref()).transaction(&row)))
+    Ok(ChainJson::resource(view(&chain, kind, stored.as_ref()).transaction(&row), stored.as_ref()))
 }
 
 fn page(
@@ -179,21 +195,17 @@ fn page(
     items: Vec<Value>,
     next_cursor: Option<String>,
     stored: Option<&ChainState>,
-) -> Json<Value> {
-    Json(json!({
-        "items": items,
-        "next_cursor": next_cursor,
-        "indexed_head": render::ptr(kind, stored.and_then(|s| s.cursor)),
-    }))
+) -> ChainJson {
+    ChainJson::page(kind, json!({ "items": items, "next_cursor": next_cursor }), stored)
 }
 
 pub(crate) async fn transfers(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     pairs: Pairs,
-) -> Result<Json<Value>, AppError> {
+) -> Result<ChainJson, AppError> {
     let q = query(pairs, &["address", "token", "from_block", "to_block", "limit", "cursor"])?;
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     let (from_block, to_block) = q.block_range()?;
     let filter = TransferFilter {
         address: q.id("address", kind, Id::Address)?,
@@ -215,12 +227,12 @@ pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     pairs: Pairs,
-) -> Result<Json<Value>, AppError> {
+) -> Result<ChainJson, AppError> {
     let q = query(
         pairs,
         &["address", "topic0", "topic1", "topic2", "topic3", "from_block", "to_block", "limit", "cursor"],
     )?;
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     if kind != ChainKind::Evm {
         return Err(AppError::NotFound(format!(
             "chain {chain:?} is a {kind} chain: event logs exist on EVM chains only; its programs' log messages \
@@ -247,9 +259,9 @@ pub(crate) async fn instructions(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     pairs: Pairs,
-) -> Result<Json<Value>, AppError> {
+) -> Result<ChainJson, AppError> {
     let q = query(pairs, &["program", "tx_hash", "from_block", "to_block", "limit", "cursor"])?;
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     if kind != ChainKind::Solana {
         return Err(AppError::NotFound(format!(
             "chain {chain:?} is an {kind} chain: instructions exist on Solana chains only; its contracts' event \
@@ -290,13 +302,13 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     pairs: Pairs,
-) -> Result<Json<Value>, AppError> {
+) -> Result<ChainJson, AppError> {
     let q = query_prefixed(
         pairs,
         &["contract", "name", "address", "from_block", "to_block", "limit", "cursor"],
         Some("arg."),
     )?;
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     evm_only(&chain, kind)?;
     let (from_block, to_block) = q.block_range()?;
     // Signatures are stored without spaces; `Transfer(address, address, uint256)` asks for the same event.
@@ -341,9 +353,9 @@ pub(crate) async fn contracts(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     pairs: Pairs,
-) -> Result<Json<Value>, AppError> {
+) -> Result<ChainJson, AppError> {
     let q = query(pairs, &["name", "limit", "cursor"])?;
-    let (kind, stored) = chain_state(&state, &chain).await?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
     evm_only(&chain, kind)?;
     let filter = ContractFilter {
         name: q.get("name").map(str::to_owned),
@@ -379,12 +391,7 @@ pub(crate) async fn contracts(
         let signatures = event_filter::event_specs(source)?.into_iter().map(|e| e.signature).collect();
         listed.push(view.source(source, signatures, render::progress(source, cursor)));
     }
-    Ok(Json(json!({
-        "items": items,
-        "next_cursor": next,
-        "indexed_head": render::ptr(kind, cursor),
-        "sources": listed,
-    })))
+    Ok(ChainJson::page(kind, json!({ "items": items, "next_cursor": next, "sources": listed }), stored.as_ref()))
 }
 
 /// One JSON-RPC response object. `result` stays raw: the upstream's bytes are passed on without re-encoding.
@@ -427,6 +434,10 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 /// `x-chainmux-upstream: cache`, `x-chainmux-attempts: 0`), `miss` (cacheable, not in the cache yet: asked
 /// upstream, and kept if the answer qualifies) or `bypass` (never cacheable: writes, account state, heads,
 /// commitments that can still move, …). Invalid requests and notifications carry no such header.
+///
+/// A method the chain's policy denies (see `rpc_policy`) is answered with a `-32601` error of its own, per batch
+/// element, without reaching an upstream. Identical reads in flight at the same time share one upstream call (see
+/// `coalesce`); a single request answered that way says so with `x-chainmux-coalesced: true`.
 pub(crate) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -482,6 +493,9 @@ pub(crate) async fn rpc(
             }
             if let Some(cache) = forwarded.cache {
                 response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(cache.as_str()));
+            }
+            if forwarded.coalesced {
+                response.headers_mut().insert(COALESCED_HEADER, HeaderValue::from_static("true"));
             }
             response
         }
@@ -578,16 +592,35 @@ struct Forwarded {
     trace: Option<CallTrace>,
     /// `None` for invalid requests and notifications.
     cache: Option<CacheUse>,
+    /// Answered by an identical request's upstream call that was already in flight.
+    coalesced: bool,
 }
+
+/// Response header on a single request's answer that came from an identical request's upstream call.
+const COALESCED_HEADER: &str = "x-chainmux-coalesced";
+
+/// JSON-RPC "method not found", the code nodes answer for a method they do not serve.
+const METHOD_NOT_ALLOWED: i64 = -32601;
+
+/// What an upstream call gave, as every request sharing it receives it.
+pub(crate) type Upstreamed = (Result<Box<RawValue>, RpcError>, CallTrace);
 
 /// Validates one request and answers it from the cache or through the pool.
 async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forwarded {
     let request = match validate(request) {
         Ok(request) => request,
-        Err(answer) => return Forwarded { answer: Some(answer), trace: None, cache: None },
+        Err(answer) => return Forwarded { answer: Some(answer), trace: None, cache: None, coalesced: false },
     };
     let chain = handle.spec.name.as_str();
     let kind = handle.spec.kind;
+    // A denied method never reaches an upstream, nor the cache.
+    if !state.method_policy(chain).is_none_or(|policy| policy.allows(&request.method)) {
+        metrics::counter!("chainmux_rpc_denied_total", "chain" => chain.to_owned()).increment(1);
+        let message = format!("method {} is not allowed on chain {chain}", request.method);
+        let answer = RpcResponse::error(request.id, METHOD_NOT_ALLOWED, message);
+        let answer = (!request.is_notification).then_some(answer);
+        return Forwarded { answer, trace: None, cache: None, coalesced: false };
+    }
     // The pool keeps no finalized head that holds for every upstream yet (see `Finality::UNKNOWN`).
     let finality = Finality::UNKNOWN;
     // A notification gets no answer, so a cached one would be of no use to it: it is just forwarded.
@@ -602,15 +635,39 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
         if let Some(result) = cached {
             let answer = RpcResponse { jsonrpc: "2.0", id: request.id, result: Some(result), error: None };
             let trace = CallTrace { upstream: Some("cache".to_owned()), attempts: 0, hedges: 0 };
-            return Forwarded { answer: Some(answer), trace: Some(trace), cache: Some(CacheUse::Hit) };
+            let (trace, cache) = (Some(trace), Some(CacheUse::Hit));
+            return Forwarded { answer: Some(answer), trace, cache, coalesced: false };
         }
     }
 
-    let (result, trace) = handle.pool.call_traced(&request.method, &request.raw_params).await;
+    let (result, trace, role) = if rpc_policy::may_coalesce(kind, &request.method, &request.params) {
+        let coalesce_key =
+            key.clone().unwrap_or_else(|| CacheKey::new(chain, &request.method, &request.params));
+        let pool = handle.pool.clone();
+        let (method, params) = (request.method.clone(), request.raw_params.clone());
+        let call = move || async move { pool.call_traced(&method, &params).await };
+        match state.coalescer().run(coalesce_key, call).await {
+            (Some((result, trace)), role) => (result, trace, role),
+            (None, role) => {
+                tracing::error!(method = %request.method, "a shared upstream call panicked");
+                let answer = RpcResponse::error(request.id, -32603, "internal error");
+                let answer = (!request.is_notification).then_some(answer);
+                return Forwarded { answer, trace: None, cache: None, coalesced: role == Role::Follower };
+            }
+        }
+    } else {
+        let (result, trace) = handle.pool.call_traced(&request.method, &request.raw_params).await;
+        (result, trace, Role::Leader)
+    };
+    let coalesced = role == Role::Follower;
+    if coalesced {
+        metrics::counter!("chainmux_rpc_coalesced_total", "chain" => chain.to_owned()).increment(1);
+    }
     let id = request.id;
     let answer = match result {
         Ok(result) => {
-            if let Some(key) = key
+            // A follower's answer is the leader's, which the leader keeps when it qualifies.
+            if let Some(key) = key.filter(|_| !coalesced)
                 && cache_policy::keeps(kind, &request.method, &request.params, &result, finality)
             {
                 state.rpc_cache().insert(key, result.clone());
@@ -627,5 +684,5 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
         (false, true) => Some(CacheUse::Miss),
         (false, false) => Some(CacheUse::Bypass),
     };
-    Forwarded { answer: (!request.is_notification).then_some(answer), trace: Some(trace), cache }
+    Forwarded { answer: (!request.is_notification).then_some(answer), trace: Some(trace), cache, coalesced }
 }

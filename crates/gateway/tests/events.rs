@@ -929,9 +929,12 @@ async fn a_chain_without_entries_answers_empty_lists() {
     let app = router(AppState::new(store, vec![ChainHandle { spec, pool }], config()));
 
     let events = common::get_ok(&app, EVENTS).await;
-    assert_eq!(events, json!({ "items": [], "next_cursor": null, "indexed_head": null }));
+    assert_eq!(events, json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null }));
     let contracts = common::get_ok(&app, CONTRACTS).await;
-    assert_eq!(contracts, json!({ "items": [], "next_cursor": null, "indexed_head": null, "sources": [] }));
+    assert_eq!(
+        contracts,
+        json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null, "sources": [] })
+    );
     let (status, body) = common::get(&app, &format!("{EVENTS}?contract=token")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "contract");

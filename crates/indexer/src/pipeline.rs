@@ -129,6 +129,12 @@ impl Indexer {
         self.events.subscribe()
     }
 
+    /// The sending side of [`Indexer::subscribe`]'s channel, for consumers that subscribe later and many times
+    /// (the gateway's live feeds subscribe once per client).
+    pub fn event_sender(&self) -> broadcast::Sender<ChainEvent> {
+        self.events.clone()
+    }
+
     fn backoff(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
             .with_min_delay(self.config.retry_min)

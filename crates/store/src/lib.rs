@@ -5,6 +5,7 @@
 //! batch started: a replayed batch is refused, every row has a natural unique key so none is ever stored twice, and
 //! a crash mid-batch leaves either the whole batch with its cursor, or neither.
 
+mod api_keys;
 mod contracts;
 mod error;
 mod read;
@@ -12,6 +13,7 @@ mod read_events;
 mod revert;
 mod write;
 
+pub use api_keys::{ApiKeyAuth, ApiKeyRow, CreateApiKey, KeyLimits, NewApiKey, RevokeApiKey};
 pub use contracts::{ContractSourceDef, ContractSourceState, FactoryDef, SourceSync};
 pub use error::{Result, StoreError};
 pub use read::{

@@ -66,7 +66,13 @@ pub(crate) const APPROVAL_TOPIC: &str = "0x8c5be1e5ebec7d5bd14f71427d1e84f3dd031
 
 /// Limits used by every test: small enough to hit from a test.
 pub(crate) fn config() -> GatewayConfig {
-    GatewayConfig { max_body_bytes: 1024, max_batch_size: 5, max_page_size: 1000, default_page_size: 100 }
+    GatewayConfig {
+        max_body_bytes: 1024,
+        max_batch_size: 5,
+        max_page_size: 1000,
+        default_page_size: 100,
+        ..GatewayConfig::default()
+    }
 }
 
 pub(crate) fn block_hash(number: u64) -> B256 {

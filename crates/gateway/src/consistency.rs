@@ -1,0 +1,102 @@
+//! Consistency for UIs: every chain route says how far the index is, and can wait for it.
+//!
+//! A UI that just sent a transaction wants to read its own write: it passes `min_block=N` (the block its receipt
+//! named) and the request waits, bounded by [`crate::GatewayConfig::min_block_wait`], until the chain is indexed to
+//! `N`. Every answer carries the indexed and finalized heights it was computed against in the
+//! `x-chainmux-indexed-head` / `x-chainmux-finalized-head` headers, and pages (which have an envelope) also in the
+//! body (`indexed_head`, `finalized_head`), so a client can tell whether what it read is final yet. A single block or
+//! transaction keeps its body the resource itself; its `finality` field says the same per item.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chainmux_core::ChainKind;
+use chainmux_store::ChainState;
+use serde_json::{Value, json};
+
+use crate::{AppError, AppState, render};
+
+/// Header with the indexed head's number.
+pub(crate) const INDEXED_HEAD: HeaderName = HeaderName::from_static("x-chainmux-indexed-head");
+/// Header with the finalized head's number.
+pub(crate) const FINALIZED_HEAD: HeaderName = HeaderName::from_static("x-chainmux-finalized-head");
+
+/// How often a `min_block` wait looks at the store again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The chain's stored state once it is indexed to `min_block` (at once without one); a 503 with `Retry-After`
+/// when that takes longer than `wait`.
+pub(crate) async fn state_at(
+    state: &AppState,
+    chain: &str,
+    min_block: Option<i64>,
+    wait: Duration,
+) -> Result<Option<ChainState>, AppError> {
+    let started = Instant::now();
+    loop {
+        let stored = state.store().chain_state(chain).await?;
+        let Some(min_block) = min_block else { return Ok(stored) };
+        let indexed = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
+        if indexed.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n >= min_block)) {
+            return Ok(stored);
+        }
+        if started.elapsed() >= wait {
+            let at = indexed.map_or("nothing is indexed yet".to_owned(), |n| format!("the indexed head is {n}"));
+            return Err(AppError::NotYet(format!(
+                "block {min_block} is not indexed after waiting {} ms; {at}",
+                wait.as_millis()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A chain route's JSON answer with the index position it was computed against.
+pub(crate) struct ChainJson {
+    body: Value,
+    indexed: Option<u64>,
+    finalized: Option<u64>,
+}
+
+impl ChainJson {
+    /// A page: `body` (an object) gains `indexed_head` (`{number, hash}`) and `finalized_head` (a number).
+    pub(crate) fn page(kind: ChainKind, mut body: Value, stored: Option<&ChainState>) -> Self {
+        let mut this = Self::resource(Value::Null, stored);
+        if let Some(object) = body.as_object_mut() {
+            object.insert("indexed_head".to_owned(), render::ptr(kind, stored.and_then(|s| s.cursor)));
+            object.insert("finalized_head".to_owned(), json!(this.finalized));
+        }
+        this.body = body;
+        this
+    }
+
+    /// A single resource: the index position goes in the headers only.
+    pub(crate) fn resource(body: Value, stored: Option<&ChainState>) -> Self {
+        let indexed = stored.and_then(|s| s.cursor).map(|c| c.number);
+        let finalized = stored.and_then(|s| s.heads).and_then(|h| h.finalized);
+        Self { body, indexed, finalized }
+    }
+}
+
+impl IntoResponse for ChainJson {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.body).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in [(INDEXED_HEAD, self.indexed), (FINALIZED_HEAD, self.finalized)] {
+            if let Some(value) = value {
+                headers.insert(name, HeaderValue::from(value));
+            }
+        }
+        response
+    }
+}
+
+/// The `Retry-After` a [`AppError::NotYet`] answer carries: the index moves every block, so soon.
+pub(crate) fn not_yet_response(message: &str) -> Response {
+    let body = json!({ "error": { "code": "not_indexed_yet", "message": message, "field": "min_block" } });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
