@@ -2,6 +2,9 @@
 # Installs, where missing, what chainmux's tests and demo need on a Debian machine:
 #   - anvil, cast (Foundry) and solcjs, as npm packages in the tools dir
 #     ${CHAINMUX_TOOLS_DIR:-$HOME/.cache/chainmux-tools}
+#   - the client libraries of the conformance tests (crates/cli/tests/clients.rs), pinned in tests/clients/:
+#     viem and ethers (`npm ci` into <tools dir>/clients-js) and web3.py (a venv in <tools dir>/clients-py);
+#     reinstalled only when the committed lock files change
 #   - a local PostgreSQL on 127.0.0.1:5432 that trusts user postgres over TCP
 #     (skipped when DATABASE_URL is set or something already answers there)
 # Idempotent and quiet: installer output is only shown when a step fails.
@@ -62,6 +65,44 @@ _chainmux_ensure_node_tools() {
         @foundry-rs/anvil-linux-amd64@1.7.1 @foundry-rs/cast-linux-amd64@1.7.1 solc@0.8.37
 }
 
+_chainmux_repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# viem and ethers, exactly as tests/clients/js/package-lock.json pins them. A copy of the lock file taken after a
+# successful install is the stamp of what is installed.
+_chainmux_ensure_js_clients() {
+    local src="$_chainmux_repo_dir/tests/clients/js" dir="$_chainmux_tools_dir/clients-js"
+    if [[ -d "$dir/node_modules" ]] && cmp -s "$src/package-lock.json" "$dir/installed.lock.json"; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        _chainmux_apt_install nodejs npm
+    fi
+    mkdir -p "$dir"
+    rm -f "$dir/installed.lock.json"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    _chainmux_log "installing viem and ethers into $dir (npm ci)"
+    _chainmux_quiet npm ci --no-audit --no-fund --loglevel=error --prefix "$dir" || return 1
+    cp "$src/package-lock.json" "$dir/installed.lock.json"
+}
+
+# web3.py, exactly as tests/clients/py/requirements.txt pins it (every transitive package too), in a venv whose
+# copy of that file is the stamp of what is installed.
+_chainmux_ensure_py_clients() {
+    local src="$_chainmux_repo_dir/tests/clients/py/requirements.txt" dir="$_chainmux_tools_dir/clients-py"
+    if [[ -x "$dir/bin/python" ]] && cmp -s "$src" "$dir/requirements.txt"; then
+        return 0
+    fi
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        _chainmux_apt_install python3 python3-venv
+    fi
+    rm -rf "$dir"
+    _chainmux_log "installing web3.py into $dir (pip, venv)"
+    _chainmux_quiet python3 -m venv "$dir" || return 1
+    _chainmux_quiet "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$src" ||
+        return 1
+    cp "$src" "$dir/requirements.txt"
+}
+
 _chainmux_pg_ready() {
     command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1
 }
@@ -107,14 +148,16 @@ _chainmux_ensure_postgres() {
 
 _chainmux_ensure_main() {
     _chainmux_ensure_node_tools
+    _chainmux_ensure_js_clients
+    _chainmux_ensure_py_clients
     _chainmux_ensure_postgres
 }
 
 _chainmux_forget() {
     unset -f _chainmux_log _chainmux_quiet _chainmux_as_root _chainmux_apt_install \
-        _chainmux_ensure_node_tools _chainmux_pg_ready _chainmux_ensure_postgres _chainmux_ensure_main \
-        _chainmux_forget
-    unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated
+        _chainmux_ensure_node_tools _chainmux_ensure_js_clients _chainmux_ensure_py_clients _chainmux_pg_ready \
+        _chainmux_ensure_postgres _chainmux_ensure_main _chainmux_forget
+    unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated _chainmux_repo_dir
 }
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then

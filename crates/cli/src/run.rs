@@ -87,8 +87,17 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         let gateway_config = GatewayConfig {
             max_body_bytes: config.gateway.max_body_bytes,
             max_batch_size: config.gateway.max_batch_size,
+            max_subscriptions_per_connection: config.gateway.max_subscriptions_per_connection,
             max_page_size: u32::try_from(config.gateway.max_page_size).unwrap_or(u32::MAX),
+            min_block_wait: config.gateway.min_block_wait(),
+            max_sse_streams: config.gateway.max_sse_streams,
             access: crate::keys::access_config(&config.gateway),
+            rpc_cache: chainmux_gateway::RpcCacheLimits {
+                max_entries: config.gateway.rpc_cache_max_entries,
+                max_bytes: config.gateway.rpc_cache_max_bytes,
+                unfinalized_ttl: config.gateway.rpc_cache_unfinalized_ttl(),
+                ..chainmux_gateway::RpcCacheLimits::default()
+            },
             ..GatewayConfig::default()
         };
         let mut state = AppState::new(store.clone(), handles, gateway_config);

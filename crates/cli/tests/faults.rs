@@ -138,6 +138,8 @@ impl Scenario {
             .rpc_key("max_lag_blocks", MAX_LAG_BLOCKS)
             .rpc_key("backoff_min_ms", 10)
             .rpc_key("backoff_max_ms", 100);
+        // These tests are about where reads go: answers from the response cache would never reach an upstream.
+        config.gateway_key("rpc_cache_max_entries", 0);
         tweak(&mut config);
         let mut chainmux = Chainmux::start(&config).await;
         chainmux.wait_indexed_within(expected.head, INDEX_WAIT).await;

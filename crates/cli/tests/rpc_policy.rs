@@ -48,6 +48,8 @@ impl Setup {
         config.request_timeout_ms = 10_000;
         // One upstream: no hedge may add a second call of its own.
         config.rpc_key("hedge", "false").rpc_key("deadline_ms", 20_000);
+        // Coalescing on its own: the response cache would answer repeated reads without an upstream call.
+        config.gateway_key("rpc_cache_max_entries", 0);
         if let Some(methods) = methods {
             config.chain_key("methods", methods);
         }
@@ -160,6 +162,10 @@ async fn different_params_and_writes_are_never_merged() {
                     "gasPrice": "0x77359400", "nonce": "0x0", "chainId": "0x7a69"});
     let raw = setup.eth.request("eth_signTransaction", json!([tx])).await;
     let raw = raw.as_str().unwrap_or_else(|| panic!("eth_signTransaction: {raw}")).to_owned();
+    // `latest` is resolved to the head's number before coalescing: keep it apart from block 0.
+    setup.eth.request("evm_mine", json!([])).await;
+    let head = setup.post(rpc_request(0, "eth_blockNumber", json!([])).to_string()).await;
+    assert_eq!(head.json["result"], "0x1", "the gateway sees the new head");
 
     setup.proxy.set(Fault::Delay(DELAY)).await;
     setup.proxy.reset_counts();

@@ -21,8 +21,16 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_MAX_BATCH_SIZE: usize = 100;
+/// Plenty for a dApp (a few `newHeads`/`logs` feeds), few enough that one socket cannot pin much hub work.
+const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
 const DEFAULT_MAX_PAGE_SIZE: usize = 1000;
 const DEFAULT_DRAIN_DELAY_MS: u64 = 1000;
+/// Long enough for a just-sent transaction's block to be indexed on a chain with slow blocks, short enough that a
+/// client waiting on a stalled index gets its 503 before typical HTTP client timeouts.
+const DEFAULT_MIN_BLOCK_WAIT_MS: u64 = 10_000;
+/// Each live feed holds a connection and wakes on every indexed batch; a thousand is cheap, many more wants a
+/// dedicated fan-out.
+const DEFAULT_MAX_SSE_STREAMS: usize = 1000;
 /// Anonymous clients (per IP) get a modest budget; JSON-RPC clients (wallets, libraries polling) make more calls
 /// per page view than REST readers, hence the larger RPC budget. Keys get more than anonymous clients.
 const DEFAULT_ANONYMOUS_RPS: u32 = 50;
@@ -33,6 +41,12 @@ const DEFAULT_KEY_RPS: u32 = 100;
 const DEFAULT_KEY_BURST: u32 = 200;
 const DEFAULT_KEY_RPC_RPS: u32 = 200;
 const DEFAULT_KEY_RPC_BURST: u32 = 400;
+/// A few hundred full blocks or tens of thousands of small answers, in a modest share of a gateway's memory.
+const DEFAULT_RPC_CACHE_MAX_ENTRIES: usize = 10_000;
+const DEFAULT_RPC_CACHE_MAX_BYTES: usize = 64 << 20;
+/// About a block on fast chains: enough to absorb a burst of identical `latest` reads, short enough that a reorg
+/// the indexer has not seen yet is not served for long.
+const DEFAULT_RPC_CACHE_UNFINALIZED_TTL_MS: u64 = 2000;
 const DEFAULT_START_BLOCK: u64 = 0;
 const DEFAULT_BATCH_SIZE: u64 = 100;
 const DEFAULT_FETCH_CONCURRENCY: usize = 8;
@@ -129,11 +143,20 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Maximum number of elements in a JSON-RPC batch. Default 100, range 1..=10000.
     pub max_batch_size: usize,
+    /// Most `eth_subscribe` subscriptions open at once on one WebSocket of `/rpc/{chain}`. Default 100, range
+    /// 1..=10000.
+    pub max_subscriptions_per_connection: usize,
     /// Maximum `?limit=` of REST list endpoints. Default 1000, range 1..=10000.
     pub max_page_size: usize,
     /// After SIGTERM, `/ready` answers 503 for this long before the listener closes, so
     /// load balancers stop routing to us first. Default 1000.
     pub drain_delay_ms: u64,
+    /// Longest a REST request with `min_block=N` waits for the index to reach block `N` before it answers 503
+    /// `not_indexed_yet`. Default 10000; at most 60000.
+    pub min_block_wait_ms: u64,
+    /// Most live feeds (`/v1/chains/{chain}/…/stream`, Server-Sent Events) open at once; more get 503. Default 1000,
+    /// range 1..=100000.
+    pub max_sse_streams: usize,
     /// Refuse requests without an API key (401); `/health`, `/ready` and `/metrics` stay open. Default false.
     pub require_api_key: bool,
     /// Requests per second of each client IP sending no key, on every route but `/rpc`; 0 = no limit. Default 50.
@@ -158,6 +181,14 @@ pub struct GatewayConfig {
     /// Take the client IP for anonymous limits from the last `X-Forwarded-For` entry (the one the reverse proxy
     /// appended) instead of the connection's peer. Only enable behind a proxy that sets it. Default false.
     pub trust_forwarded_for: bool,
+    /// Most answers the JSON-RPC response cache keeps; 0 disables it. Default 10000, at most 10000000.
+    pub rpc_cache_max_entries: usize,
+    /// Most bytes (keys and answers) the JSON-RPC response cache keeps. Default 67108864 (64 MiB), range
+    /// 0..=68719476736 (64 GiB).
+    pub rpc_cache_max_bytes: usize,
+    /// How long an answer about a block above the finalized head is kept (it is also evicted when the indexer
+    /// reverts that block); 0 keeps none. Default 2000, at most 3600000.
+    pub rpc_cache_unfinalized_ttl_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -166,8 +197,11 @@ impl Default for GatewayConfig {
             listen: DEFAULT_LISTEN.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
             drain_delay_ms: DEFAULT_DRAIN_DELAY_MS,
+            min_block_wait_ms: DEFAULT_MIN_BLOCK_WAIT_MS,
+            max_sse_streams: DEFAULT_MAX_SSE_STREAMS,
             require_api_key: false,
             anonymous_rps: DEFAULT_ANONYMOUS_RPS,
             anonymous_burst: DEFAULT_ANONYMOUS_BURST,
@@ -179,6 +213,9 @@ impl Default for GatewayConfig {
             default_key_rpc_burst: DEFAULT_KEY_RPC_BURST,
             cors_allowed_origins: Vec::new(),
             trust_forwarded_for: false,
+            rpc_cache_max_entries: DEFAULT_RPC_CACHE_MAX_ENTRIES,
+            rpc_cache_max_bytes: DEFAULT_RPC_CACHE_MAX_BYTES,
+            rpc_cache_unfinalized_ttl_ms: DEFAULT_RPC_CACHE_UNFINALIZED_TTL_MS,
         }
     }
 }
@@ -192,6 +229,16 @@ impl GatewayConfig {
     /// [`Self::drain_delay_ms`] as a duration.
     pub fn drain_delay(&self) -> Duration {
         Duration::from_millis(self.drain_delay_ms)
+    }
+
+    /// [`Self::rpc_cache_unfinalized_ttl_ms`] as a duration.
+    pub fn rpc_cache_unfinalized_ttl(&self) -> Duration {
+        Duration::from_millis(self.rpc_cache_unfinalized_ttl_ms)
+    }
+
+    /// [`Self::min_block_wait_ms`] as a duration.
+    pub fn min_block_wait(&self) -> Duration {
+        Duration::from_millis(self.min_block_wait_ms)
     }
 }
 

@@ -17,8 +17,10 @@ max_connections = 20
 listen = "0.0.0.0:9090"
 max_body_bytes = 2048
 max_batch_size = 50
+max_subscriptions_per_connection = 7
 max_page_size = 500
 drain_delay_ms = 250
+min_block_wait_ms = 2500
 require_api_key = true
 anonymous_rps = 0
 anonymous_burst = 1
@@ -30,6 +32,9 @@ default_key_rpc_rps = 11
 default_key_rpc_burst = 12
 cors_allowed_origins = ["https://app.example", "http://localhost:3000"]
 trust_forwarded_for = true
+rpc_cache_max_entries = 13
+rpc_cache_max_bytes = 14
+rpc_cache_unfinalized_ttl_ms = 0
 
 [[chains]]
 name = "local"
@@ -171,8 +176,11 @@ fn full_example_parses_with_values_and_defaults() {
             listen: "0.0.0.0:9090".into(),
             max_body_bytes: 2048,
             max_batch_size: 50,
+            max_subscriptions_per_connection: 7,
             max_page_size: 500,
             drain_delay_ms: 250,
+            min_block_wait_ms: 2500,
+            max_sse_streams: 1000,
             require_api_key: true,
             anonymous_rps: 0,
             anonymous_burst: 1,
@@ -184,6 +192,9 @@ fn full_example_parses_with_values_and_defaults() {
             default_key_rpc_burst: 12,
             cors_allowed_origins: vec!["https://app.example".into(), "http://localhost:3000".into()],
             trust_forwarded_for: true,
+            rpc_cache_max_entries: 13,
+            rpc_cache_max_bytes: 14,
+            rpc_cache_unfinalized_ttl_ms: 0,
         }
     );
     assert_eq!(config.gateway.drain_delay(), Duration::from_millis(250));
@@ -432,8 +443,10 @@ fn omitted_sections_take_defaults() {
     assert_eq!(config.gateway.listen, "127.0.0.1:8080");
     assert_eq!(config.gateway.max_body_bytes, 1_048_576);
     assert_eq!(config.gateway.max_batch_size, 100);
+    assert_eq!(config.gateway.max_subscriptions_per_connection, 100);
     assert_eq!(config.gateway.max_page_size, 1000);
     assert_eq!(config.gateway.drain_delay_ms, 1000);
+    assert_eq!(config.gateway.min_block_wait(), Duration::from_secs(10));
     assert!(!config.gateway.require_api_key);
     assert_eq!((config.gateway.anonymous_rps, config.gateway.anonymous_burst), (50, 100));
     assert_eq!((config.gateway.anonymous_rpc_rps, config.gateway.anonymous_rpc_burst), (100, 200));
@@ -441,6 +454,9 @@ fn omitted_sections_take_defaults() {
     assert_eq!((config.gateway.default_key_rpc_rps, config.gateway.default_key_rpc_burst), (200, 400));
     assert!(config.gateway.cors_allowed_origins.is_empty());
     assert!(!config.gateway.trust_forwarded_for);
+    assert_eq!(config.gateway.rpc_cache_max_entries, 10_000);
+    assert_eq!(config.gateway.rpc_cache_max_bytes, 64 << 20);
+    assert_eq!(config.gateway.rpc_cache_unfinalized_ttl(), Duration::from_secs(2));
     assert_eq!(config.chains[0].rpc, RpcConfig::default());
 }
 
@@ -463,7 +479,9 @@ fn each_validation_rule_is_reported_at_its_key() {
         ("gateway.listen", "invalid socket address", "localhost"),
         ("gateway.max_body_bytes", "between 1 and 67108864", "67108865"),
         ("gateway.max_batch_size", "between 1 and 10000", "0"),
+        ("gateway.max_subscriptions_per_connection", "between 1 and 10000, got 0", "0"),
         ("gateway.max_page_size", "between 1 and 10000", "10001"),
+        ("gateway.min_block_wait_ms", "between 0 and 60000, got 60001", "60001"),
         ("gateway.anonymous_rps", "between 0 and 1000000, got 1000001", "1000001"),
         ("gateway.anonymous_burst", "between 1 and 1000000, got 0", "0"),
         ("gateway.anonymous_rpc_rps", "between 0 and 1000000", "1000001"),
@@ -472,6 +490,9 @@ fn each_validation_rule_is_reported_at_its_key() {
         ("gateway.default_key_burst", "between 1 and 1000000, got 0", "0"),
         ("gateway.default_key_rpc_rps", "between 0 and 1000000", "1000001"),
         ("gateway.default_key_rpc_burst", "between 1 and 1000000, got 0", "0"),
+        ("gateway.rpc_cache_max_entries", "between 0 and 10000000, got 10000001", "10000001"),
+        ("gateway.rpc_cache_max_bytes", "between 0 and 68719476736, got 68719476737", "68719476737"),
+        ("gateway.rpc_cache_unfinalized_ttl_ms", "between 0 and 3600000, got 3600001", "3600001"),
         ("chains[0].name", "invalid chain name \"Local\"", "Local"),
         ("chains[0].batch_size", "between 1 and 10000", "0"),
         ("chains[0].fetch_concurrency", "between 1 and 256", "257"),

@@ -54,7 +54,13 @@ impl Config {
         }
         p.range("gateway.max_body_bytes", gw.max_body_bytes, 1, 64 * 1024 * 1024);
         p.range("gateway.max_batch_size", gw.max_batch_size, 1, 10_000);
+        p.range("gateway.max_subscriptions_per_connection", gw.max_subscriptions_per_connection, 1, 10_000);
         p.range("gateway.max_page_size", gw.max_page_size, 1, 10_000);
+        p.range("gateway.min_block_wait_ms", gw.min_block_wait_ms, 0, 60_000);
+        p.range("gateway.max_sse_streams", gw.max_sse_streams, 1, 100_000);
+        p.range("gateway.rpc_cache_max_entries", gw.rpc_cache_max_entries, 0, 10_000_000);
+        p.range("gateway.rpc_cache_max_bytes", gw.rpc_cache_max_bytes, 0, 64 << 30);
+        p.range("gateway.rpc_cache_unfinalized_ttl_ms", gw.rpc_cache_unfinalized_ttl_ms, 0, 3_600_000);
         for (name, rps, burst) in [
             ("anonymous", gw.anonymous_rps, gw.anonymous_burst),
             ("anonymous_rpc", gw.anonymous_rpc_rps, gw.anonymous_rpc_burst),

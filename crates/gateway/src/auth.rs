@@ -3,7 +3,7 @@
 //! A request names its key in the `x-api-key` header, as `Authorization: Bearer <key>`, or as `?key=<key>` (for
 //! clients that cannot set headers: browsers' `EventSource` and `WebSocket`). The `key` query parameter is removed
 //! before any handler sees the query, so REST handlers, which reject unknown parameters, never see it. `/health`,
-//! `/ready` and `/metrics` are always open.
+//! `/ready`, `/metrics` and `/openapi.json` are always open.
 //!
 //! Keys are looked up by their SHA-256 and the answer (found, revoked, or unknown) is cached for
 //! [`AccessConfig::key_cache_ttl`]; a revoked key therefore keeps working for up to that long on a gateway that
@@ -470,7 +470,8 @@ fn rate_limited(scope: &'static str, kind: RouteKind, wait: Duration) -> Respons
 /// The middleware: takes the key out of the query, authenticates it, and charges the request to its budget.
 pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if matches!(path, "/health" | "/ready" | "/metrics") {
+    // The probes, and the API's description (documentation is public even where keys are required).
+    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json") {
         return next.run(request).await;
     }
     let kind = RouteKind::of(path);
@@ -500,20 +501,72 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
             match found {
                 None => return auth_failure("unknown"),
                 Some(auth) if auth.revoked => return auth_failure("revoked"),
-                Some(auth) => key_limit(kind, &auth.limits, config.default_key)
-                    .map(|limit| ("key", access.keys.check(limit, &(auth.id, kind)))),
+                Some(auth) => RpcCharge {
+                    client: Client::Key(auth.id),
+                    limit: key_limit(kind, &auth.limits, config.default_key),
+                },
             }
         }
         None if config.require_api_key => return auth_failure("missing"),
         None => {
             let ip = client_ip(&request, config.trust_forwarded_for);
-            kind.pick(config.anonymous).map(|limit| ("ip", access.ips.check(limit, &(ip, kind))))
+            RpcCharge { client: Client::Ip(ip), limit: kind.pick(config.anonymous) }
         }
     };
-    if let Some((scope, Err(wait))) = charge {
-        return rate_limited(scope, kind, wait);
+    if let Err(wait) = charge.check(access, kind) {
+        return rate_limited(charge.client.scope(), kind, wait);
+    }
+    if kind == RouteKind::Rpc {
+        request.extensions_mut().insert(charge);
     }
     next.run(request).await
+}
+
+/// Who a request is charged to.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// A key, by row id.
+    Key(i64),
+    /// An anonymous client, by IP.
+    Ip(IpAddr),
+}
+
+impl Client {
+    fn scope(self) -> &'static str {
+        match self {
+            Self::Key(_) => "key",
+            Self::Ip(_) => "ip",
+        }
+    }
+}
+
+/// A request's client and the limit of its budget. The middleware leaves it in an `/rpc` request's extensions, so
+/// a WebSocket opened by it charges each later message to the same `/rpc` budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RpcCharge {
+    client: Client,
+    /// `None`: unlimited.
+    limit: Option<Limit>,
+}
+
+impl RpcCharge {
+    fn check(&self, access: &Access, kind: RouteKind) -> Result<(), Duration> {
+        let Some(limit) = self.limit else { return Ok(()) };
+        match self.client {
+            Client::Key(id) => access.keys.check(limit, &(id, kind)),
+            Client::Ip(ip) => access.ips.check(limit, &(ip, kind)),
+        }
+    }
+
+    /// Spends one request of the `/rpc` budget; `Err(wait)` (counted as a refusal) when it is empty.
+    pub(crate) fn charge_rpc(&self, state: &AppState) -> Result<(), Duration> {
+        let result = self.check(state.access(), RouteKind::Rpc);
+        if result.is_err() {
+            metrics::counter!("chainmux_rate_limited_total", "scope" => self.client.scope(), "route_kind" => "rpc")
+                .increment(1);
+        }
+        result
+    }
 }
 
 #[cfg(test)]

@@ -1,79 +1,261 @@
-//! Which JSON-RPC answers the proxy's response cache ([`crate::rpc_cache`]) may keep.
-//!
-//! The cache keeps an answer forever, so a policy says yes only for answers that can never change: data the
-//! chain has finalized, asked for in a way that pins it. Everything else (account state, heads, anything at a
-//! commitment or block tag that can still move, errors, `null`) goes to an upstream every time.
+//! Which JSON-RPC answers the proxy's response cache ([`crate::rpc_cache`]) may keep, and for how long.
 //!
 //! A decision has two steps, both per chain family:
-//! - [`may_cache`], before any upstream is asked, from the method and params alone: whether the cache is
-//!   consulted at all (a "hit" or a "miss") or bypassed;
-//! - [`keeps`], once an upstream answered successfully: whether that answer is stored.
+//! - [`plan`], before any upstream is asked, from the method and params alone: whether the cache is consulted
+//!   at all (a "hit" or a "miss") or bypassed, and with which params. On EVM chains the block tags `latest`,
+//!   `safe`, `finalized` and `earliest` are resolved to numbers here, and the resolved params are both the cache
+//!   key and what is sent upstream, so the answer always matches its key;
+//! - [`retention`], once an upstream answered successfully: whether that answer is kept, and whether for good
+//!   ([`Retention::Final`]: it is about finalized data and can never change) or briefly
+//!   ([`Retention::Unfinalized`]: about a block above the finalized head; it expires after the configured TTL and
+//!   is dropped when the indexer reverts that block).
 //!
-//! Both may use [`Finality`], what the gateway knows about the finalized head. Nothing supplies it yet (see
-//! [`Finality::UNKNOWN`]); it is the extension point for range queries on Solana and for a finality-aware EVM
-//! policy (`eth_getBlockByNumber` of a finalized number, receipts of finalized blocks, …), which only have to fill
-//! in the `evm` functions below.
-//!
-//! Writes (`sendTransaction`, `eth_sendRawTransaction`, …) are never cached, whatever the family.
+//! Both use [`Finality`], what the gateway knows about the chain's heads (see `crate::finality`). Errors, `null`
+//! and anything at `pending` are never kept; writes (`sendTransaction`, `eth_sendRawTransaction`, …) are never
+//! cached, whatever the family.
+
+use std::borrow::Cow;
 
 use chainmux_core::ChainKind;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// What the gateway knows about finality when it decides.
+pub(crate) use crate::rpc_cache::Retention;
+
+/// What the gateway knows about a chain's heads when it decides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Finality {
     /// Highest block number (slot on Solana) that every upstream the pool may route to has finalized; `None`
     /// when unknown. It must be a floor for *every* upstream, not the best one's: a range query answered by a
     /// node that finalized less is silently cut short at its own finalized head, and must not be kept.
     pub(crate) finalized: Option<u64>,
+    /// The chain's `safe` head as the indexer last stored it (never below `finalized`); EVM only.
+    pub(crate) safe: Option<u64>,
+    /// The best head the healthy upstreams reported: what `latest` means; EVM only.
+    pub(crate) head: Option<u64>,
 }
 
 impl Finality {
-    /// What the gateway knows today: nothing. The pool follows the indexer's commitment (usually `confirmed`)
-    /// and keeps no per-upstream finalized head, so range queries are not cached until one is supplied.
-    pub(crate) const UNKNOWN: Finality = Finality { finalized: None };
+    /// Nothing known: nothing about finality is cached. Solana chains always decide with this: the pool follows
+    /// the indexer's commitment (usually `confirmed`) and keeps no per-upstream finalized slot, so a Solana range
+    /// query could be cut short by a node that finalized less.
+    pub(crate) const UNKNOWN: Finality = Finality { finalized: None, safe: None, head: None };
 }
 
-/// Whether the cache is consulted for this request: `false` sends it upstream without a lookup (a bypass).
-pub(crate) fn may_cache(kind: ChainKind, method: &str, params: &Value, finality: Finality) -> bool {
+/// The params to look the request up with and send upstream, or `None` to bypass the cache (sent upstream as
+/// is, no lookup).
+pub(crate) fn plan<'a>(
+    kind: ChainKind,
+    method: &str,
+    params: &'a Value,
+    finality: Finality,
+) -> Option<Cow<'a, Value>> {
     if chainmux_rpc::is_write_method(method) {
-        return false;
+        return None;
     }
     match kind {
-        ChainKind::Evm => evm::may_cache(method, params, finality),
-        ChainKind::Solana => solana::may_cache(method, params, finality),
+        ChainKind::Evm => evm::plan(method, params, finality),
+        ChainKind::Solana => solana::may_cache(method, params, finality).then_some(Cow::Borrowed(params)),
     }
 }
 
-/// Whether `result`, a successful answer to a request [`may_cache`] accepted, is kept forever.
-pub(crate) fn keeps(
+/// How long `result`, a successful answer to a request [`plan`] accepted (`params` are the planned ones), is
+/// kept; `None`: not at all.
+pub(crate) fn retention(
     kind: ChainKind,
     method: &str,
     params: &Value,
     result: &RawValue,
     finality: Finality,
-) -> bool {
-    if !may_cache(kind, method, params, finality) || result.get().trim() == "null" {
-        return false;
+) -> Option<Retention> {
+    if plan(kind, method, params, finality).is_none() || result.get().trim() == "null" {
+        return None;
     }
     match kind {
-        ChainKind::Evm => evm::keeps(method, params, result, finality),
-        ChainKind::Solana => solana::keeps(method, params, result, finality),
+        ChainKind::Evm => evm::retention(method, params, result, finality),
+        ChainKind::Solana => solana::keeps(method, params, result, finality).then_some(Retention::Final),
     }
 }
 
-/// EVM: nothing is cached yet. A finality-aware policy decides here, e.g. blocks, receipts and logs by hash or
-/// by a number at or below [`Finality::finalized`].
+/// EVM: answers pinned to a block, by number or by hash.
+///
+/// - By number (`eth_getBlockByNumber`, `eth_getBlockReceipts`, `eth_getBlockTransactionCountByNumber`,
+///   `eth_getTransactionByBlockNumberAndIndex`, `eth_getBalance`, `eth_getCode`, `eth_getTransactionCount`,
+///   `eth_getStorageAt`, `eth_getProof`, `eth_call`): the block parameter (a number, a tag, or an EIP-1898
+///   `{"blockNumber"}` object) is resolved to a number; `latest` is the best upstream head, `safe` and
+///   `finalized` the stored heads, `earliest` 0. A missing optional block parameter (`latest` by default) is
+///   filled in. `pending`, `{"blockHash"}` objects and numbers above the known head bypass the cache.
+/// - `eth_getLogs` with a range (no `blockHash`): both ends resolved (each `latest` when absent); the answer
+///   depends on every block up to `toBlock`.
+/// - By hash (`eth_getBlockByHash`, `eth_getTransactionByHash`, `eth_getTransactionReceipt`,
+///   `eth_getTransactionByBlockHashAndIndex`, `eth_getBlockReceipts` of a hash): the block is the one the answer
+///   names; a transaction not mined yet (`blockNumber: null`) is not kept.
+/// - `eth_chainId`, `net_version`: fixed for the chain.
+///
+/// A block at or below [`Finality::finalized`] makes the answer final, one above it unfinalized.
 mod evm {
-    use super::{Finality, RawValue, Value};
+    use std::borrow::Cow;
 
-    pub(super) fn may_cache(_method: &str, _params: &Value, _finality: Finality) -> bool {
-        false
+    use super::{Finality, RawValue, Retention, Value};
+
+    /// Where a by-number method takes its block, and whether the node defaults it to `latest` when absent.
+    fn block_position(method: &str) -> Option<(usize, bool)> {
+        match method {
+            "eth_getBlockByNumber"
+            | "eth_getBlockReceipts"
+            | "eth_getBlockTransactionCountByNumber"
+            | "eth_getTransactionByBlockNumberAndIndex" => Some((0, false)),
+            "eth_getBalance" | "eth_getCode" | "eth_getTransactionCount" => Some((1, true)),
+            "eth_call" => Some((1, true)),
+            "eth_getStorageAt" | "eth_getProof" => Some((2, true)),
+            _ => None,
+        }
     }
 
-    pub(super) fn keeps(_method: &str, _params: &Value, _result: &RawValue, _finality: Finality) -> bool {
-        false
+    /// Methods whose answer names its block, asked for by a hash at position 0.
+    fn by_hash(method: &str) -> bool {
+        matches!(
+            method,
+            "eth_getBlockByHash"
+                | "eth_getTransactionByHash"
+                | "eth_getTransactionReceipt"
+                | "eth_getTransactionByBlockHashAndIndex"
+        )
+    }
+
+    /// A `0x` quantity without excess: what nodes accept as a block number.
+    fn quantity(value: &Value) -> Option<u64> {
+        let hex = value.as_str()?.strip_prefix("0x")?;
+        if hex.is_empty() || hex.len() > 16 {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
+    }
+
+    fn encode(number: u64) -> Value {
+        Value::String(format!("{number:#x}"))
+    }
+
+    /// A 32-byte `0x` hash.
+    fn is_hash(value: &Value) -> bool {
+        value.as_str().is_some_and(|s| {
+            s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    }
+
+    /// The block number a block parameter means now; `None` for `pending`, hashes, unknown heads and garbage.
+    fn resolve(block: &Value, finality: Finality) -> Option<u64> {
+        match block {
+            Value::String(tag) => match tag.as_str() {
+                "latest" => finality.head,
+                "safe" => finality.safe,
+                "finalized" => finality.finalized,
+                "earliest" => Some(0),
+                "pending" => None,
+                _ => quantity(block),
+            },
+            // EIP-1898: `{"blockNumber": "0x…"}` (with `requireCanonical` or not: a number is canonical).
+            Value::Object(fields) if !fields.contains_key("blockHash") => {
+                resolve(fields.get("blockNumber")?, finality)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether an answer about block `number` may be looked up: it is final, or at most the head (a number above
+    /// the head is not answered consistently yet by every upstream).
+    fn answerable(number: u64, finality: Finality) -> bool {
+        finality.finalized.is_some_and(|f| number <= f) || finality.head.is_some_and(|h| number <= h)
+    }
+
+    pub(super) fn plan<'a>(method: &str, params: &'a Value, finality: Finality) -> Option<Cow<'a, Value>> {
+        let Value::Array(items) = params else { return None };
+        if matches!(method, "eth_chainId" | "net_version") {
+            return items.is_empty().then_some(Cow::Borrowed(params));
+        }
+        if by_hash(method) {
+            return is_hash(items.first()?).then_some(Cow::Borrowed(params));
+        }
+        if method == "eth_getBlockReceipts" && items.first().is_some_and(is_hash) {
+            return (items.len() == 1).then_some(Cow::Borrowed(params));
+        }
+        if method == "eth_getLogs" {
+            return plan_logs(items, finality).map(Cow::Owned);
+        }
+        let (position, optional) = block_position(method)?;
+        let number = match items.get(position) {
+            Some(block) => resolve(block, finality)?,
+            // The node's default is `latest`; name it, so the key says which block.
+            None if optional && items.len() == position => finality.head?,
+            None => return None,
+        };
+        if !answerable(number, finality) {
+            return None;
+        }
+        let mut resolved = items.clone();
+        if position < resolved.len() {
+            resolved[position] = encode(number);
+        } else {
+            resolved.push(encode(number));
+        }
+        Some(Cow::Owned(Value::Array(resolved)))
+    }
+
+    /// `[filter]` with both ends of the range resolved to numbers; `None` for `blockHash` filters (the answer of
+    /// an unknown or empty block names no block) and ranges not fully answerable.
+    fn plan_logs(items: &[Value], finality: Finality) -> Option<Value> {
+        let [Value::Object(filter)] = items else { return None };
+        if filter.contains_key("blockHash") {
+            return None;
+        }
+        let latest = Value::String("latest".to_owned());
+        let from = resolve(filter.get("fromBlock").unwrap_or(&latest), finality)?;
+        let to = resolve(filter.get("toBlock").unwrap_or(&latest), finality)?;
+        if from > to || !answerable(to, finality) {
+            return None;
+        }
+        let mut filter = filter.clone();
+        filter.insert("fromBlock".to_owned(), encode(from));
+        filter.insert("toBlock".to_owned(), encode(to));
+        Some(Value::Array(vec![Value::Object(filter)]))
+    }
+
+    pub(super) fn retention(
+        method: &str,
+        params: &Value,
+        result: &RawValue,
+        finality: Finality,
+    ) -> Option<Retention> {
+        if matches!(method, "eth_chainId" | "net_version") {
+            return Some(Retention::Final);
+        }
+        let answer: Value = serde_json::from_str(result.get()).ok()?;
+        let block = if by_hash(method) {
+            // `blockNumber` is `null` while a transaction is pending.
+            let field = if method == "eth_getBlockByHash" { "number" } else { "blockNumber" };
+            quantity(answer.get(field)?)?
+        } else if method == "eth_getBlockReceipts" && params.get(0).is_some_and(is_hash) {
+            // An empty list does not say which block (or whether the node knows it).
+            quantity(answer.get(0)?.get("blockNumber")?)?
+        } else if method == "eth_getLogs" {
+            if !answer.is_array() {
+                return None;
+            }
+            quantity(params.get(0)?.get("toBlock")?)?
+        } else {
+            let (position, _) = block_position(method)?;
+            let number = quantity(params.get(position)?)?;
+            // A node that lags may answer with another block than the one asked for; keep only the right one.
+            if method == "eth_getBlockByNumber" && answer.get("number").and_then(quantity) != Some(number) {
+                return None;
+            }
+            number
+        };
+        if finality.finalized.is_some_and(|f| block <= f) {
+            Some(Retention::Final)
+        } else {
+            Some(Retention::Unfinalized { block })
+        }
     }
 }
 
@@ -158,6 +340,15 @@ mod tests {
 
     use super::*;
 
+    fn may_cache(kind: ChainKind, method: &str, params: &Value, finality: Finality) -> bool {
+        plan(kind, method, params, finality).is_some()
+    }
+
+    /// Kept for good.
+    fn keeps(kind: ChainKind, method: &str, params: &Value, result: &RawValue, finality: Finality) -> bool {
+        retention(kind, method, params, result, finality) == Some(Retention::Final)
+    }
+
     const SIG: &str =
         "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";
 
@@ -173,7 +364,7 @@ mod tests {
         keeps(ChainKind::Solana, method, &params, &raw(result), finality)
     }
 
-    const KNOWN: Finality = Finality { finalized: Some(100) };
+    const KNOWN: Finality = Finality { finalized: Some(100), safe: None, head: None };
 
     #[test]
     fn solana_finalized_blocks_and_transactions_are_cacheable() {
@@ -293,21 +484,140 @@ mod tests {
         assert!(!may_cache(ChainKind::Solana, "getBlocksWithLimit", &json!([90, 0, finalized]), KNOWN));
     }
 
+    const EVM: Finality = Finality { finalized: Some(100), safe: Some(110), head: Some(120) };
+    const ADDR: &str = "0x00000000000000000000000000000000000000aa";
+    const HASH: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn evm_plan(method: &str, params: Value) -> Option<Value> {
+        plan(ChainKind::Evm, method, &params, EVM).map(Cow::into_owned)
+    }
+
+    fn evm_retention(method: &str, params: Value, result: Value) -> Option<Retention> {
+        retention(ChainKind::Evm, method, &params, &raw(result), EVM)
+    }
+
     #[test]
-    fn evm_caches_nothing_yet() {
-        let requests = [
-            ("eth_chainId", json!([])),
-            ("eth_getBlockByNumber", json!(["finalized", false])),
-            ("eth_getBlockByHash", json!(["0xab", false])),
-            ("eth_getTransactionReceipt", json!(["0xab"])),
+    fn evm_block_tags_are_resolved_to_numbers() {
+        let block = |tag: &str| evm_plan("eth_getBlockByNumber", json!([tag, true]));
+        assert_eq!(block("latest"), Some(json!(["0x78", true])));
+        assert_eq!(block("safe"), Some(json!(["0x6e", true])));
+        assert_eq!(block("finalized"), Some(json!(["0x64", true])));
+        assert_eq!(block("earliest"), Some(json!(["0x0", true])));
+        assert_eq!(block("0x2a"), Some(json!(["0x2a", true])));
+        assert_eq!(block("pending"), None, "pending state is never cached");
+        assert_eq!(block("0x79"), None, "above the known head");
+        assert_eq!(block("0x"), None);
+        assert_eq!(block("12"), None);
+        assert_eq!(
+            evm_plan("eth_getBalance", json!([ADDR, {"blockNumber": "latest"}])),
+            Some(json!([ADDR, "0x78"]))
+        );
+        assert_eq!(evm_plan("eth_getBalance", json!([ADDR, {"blockHash": HASH}])), None);
+        // An omitted block is the node's `latest`: it is named, so the key says which block.
+        assert_eq!(evm_plan("eth_getBalance", json!([ADDR])), Some(json!([ADDR, "0x78"])));
+        let call = json!({"to": ADDR, "data": "0x"});
+        assert_eq!(evm_plan("eth_call", json!([call])), Some(json!([call, "0x78"])));
+        assert_eq!(evm_plan("eth_call", json!([call, "pending"])), None);
+        assert_eq!(
+            evm_plan("eth_getStorageAt", json!([ADDR, "0x0", "finalized"])),
+            Some(json!([ADDR, "0x0", "0x64"]))
+        );
+        assert_eq!(evm_plan("eth_getBlockByNumber", json!([])), None, "the block is not optional");
+        // Without a known head, `latest` cannot be resolved: the request goes upstream untouched.
+        let unknown = Finality { head: None, ..EVM };
+        assert!(plan(ChainKind::Evm, "eth_getBlockByNumber", &json!(["latest", false]), unknown).is_none());
+        assert!(plan(ChainKind::Evm, "eth_getBlockByNumber", &json!(["0x5", false]), unknown).is_some());
+    }
+
+    #[test]
+    fn evm_log_ranges_are_resolved_and_depend_on_their_end() {
+        let filter = json!({"address": ADDR, "fromBlock": "0x10", "toBlock": "finalized"});
+        let planned = evm_plan("eth_getLogs", json!([filter])).expect("cacheable");
+        assert_eq!(planned, json!([{"address": ADDR, "fromBlock": "0x10", "toBlock": "0x64"}]));
+        assert_eq!(
+            evm_retention("eth_getLogs", planned, json!([])),
+            Some(Retention::Final),
+            "empty is an answer"
+        );
+        let open = evm_plan("eth_getLogs", json!([{"topics": []}])).expect("cacheable");
+        assert_eq!(open, json!([{"topics": [], "fromBlock": "0x78", "toBlock": "0x78"}]));
+        assert_eq!(
+            evm_retention("eth_getLogs", open, json!([])),
+            Some(Retention::Unfinalized { block: 120 })
+        );
+        assert_eq!(evm_plan("eth_getLogs", json!([{"fromBlock": "0x10", "toBlock": "pending"}])), None);
+        assert_eq!(evm_plan("eth_getLogs", json!([{"fromBlock": "0x11", "toBlock": "0x10"}])), None);
+        assert_eq!(evm_plan("eth_getLogs", json!([{"blockHash": HASH}])), None);
+    }
+
+    #[test]
+    fn evm_retention_depends_on_the_block_and_finality() {
+        let at = |n: u64| json!([format!("{n:#x}"), false]);
+        let block = |n: u64| json!({"number": format!("{n:#x}"), "hash": HASH});
+        assert_eq!(evm_retention("eth_getBlockByNumber", at(100), block(100)), Some(Retention::Final));
+        assert_eq!(
+            evm_retention("eth_getBlockByNumber", at(101), block(101)),
+            Some(Retention::Unfinalized { block: 101 })
+        );
+        assert_eq!(
+            evm_retention("eth_getBlockByNumber", at(100), block(99)),
+            None,
+            "another block than asked"
+        );
+        assert_eq!(evm_retention("eth_getBlockByNumber", at(100), Value::Null), None);
+        assert_eq!(
+            evm_retention("eth_getBalance", json!([ADDR, "0x64"]), json!("0x1")),
+            Some(Retention::Final)
+        );
+        assert_eq!(
+            evm_retention("eth_getBalance", json!([ADDR, "0x65"]), json!("0x1")),
+            Some(Retention::Unfinalized { block: 101 })
+        );
+
+        let receipt = |n: Value| json!({"transactionHash": HASH, "blockNumber": n});
+        let by_hash = json!([HASH]);
+        assert_eq!(
+            evm_retention("eth_getTransactionReceipt", by_hash.clone(), receipt(json!("0x5"))),
+            Some(Retention::Final)
+        );
+        assert_eq!(
+            evm_retention("eth_getTransactionByHash", by_hash.clone(), receipt(json!("0x70"))),
+            Some(Retention::Unfinalized { block: 112 })
+        );
+        assert_eq!(
+            evm_retention("eth_getTransactionByHash", by_hash.clone(), receipt(Value::Null)),
+            None,
+            "pending"
+        );
+        assert_eq!(evm_retention("eth_getTransactionReceipt", by_hash.clone(), Value::Null), None, "unknown");
+        assert_eq!(
+            evm_retention("eth_getBlockByHash", json!([HASH, false]), block(3)),
+            Some(Retention::Final)
+        );
+        assert_eq!(
+            evm_retention("eth_getBlockReceipts", json!([HASH]), json!([receipt(json!("0x3"))])),
+            Some(Retention::Final)
+        );
+        assert_eq!(evm_retention("eth_getBlockReceipts", json!([HASH]), json!([])), None, "names no block");
+        assert!(evm_plan("eth_getTransactionReceipt", json!(["0x12"])).is_none(), "not a hash");
+
+        assert_eq!(evm_retention("eth_chainId", json!([]), json!("0x7a69")), Some(Retention::Final));
+    }
+
+    #[test]
+    fn evm_never_caches_state_that_moves() {
+        let never = [
+            ("eth_blockNumber", json!([])),
+            ("eth_gasPrice", json!([])),
+            ("eth_estimateGas", json!([{"to": ADDR}, "0x5"])),
+            ("eth_getFilterChanges", json!(["0x1"])),
             ("eth_sendRawTransaction", json!(["0x00"])),
+            ("eth_getBalance", json!([ADDR, "pending"])),
+            ("eth_getTransactionCount", json!([ADDR, "pending"])),
         ];
-        for (method, params) in requests {
-            assert!(!may_cache(ChainKind::Evm, method, &params, KNOWN), "{method}");
-            assert!(
-                !keeps(ChainKind::Evm, method, &params, &raw(json!({"number": "0x1"})), KNOWN),
-                "{method}"
-            );
+        for (method, params) in never {
+            assert!(evm_plan(method, params.clone()).is_none(), "{method}");
+            assert!(evm_retention(method, params, json!("0x1")).is_none(), "{method}");
         }
     }
 

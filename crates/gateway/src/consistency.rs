@@ -14,9 +14,11 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chainmux_core::ChainKind;
 use chainmux_store::ChainState;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
-use crate::{AppError, AppState, render};
+use crate::render::{self, HeadPtr, Page};
+use crate::{AppError, AppState};
 
 /// Header with the indexed head's number.
 pub(crate) const INDEXED_HEAD: HeaderName = HeaderName::from_static("x-chainmux-indexed-head");
@@ -43,7 +45,8 @@ pub(crate) async fn state_at(
             return Ok(stored);
         }
         if started.elapsed() >= wait {
-            let at = indexed.map_or("nothing is indexed yet".to_owned(), |n| format!("the indexed head is {n}"));
+            let at =
+                indexed.map_or("nothing is indexed yet".to_owned(), |n| format!("the indexed head is {n}"));
             return Err(AppError::NotYet(format!(
                 "block {min_block} is not indexed after waiting {} ms; {at}",
                 wait.as_millis()
@@ -55,34 +58,41 @@ pub(crate) async fn state_at(
 
 /// A chain route's JSON answer with the index position it was computed against.
 pub(crate) struct ChainJson {
-    body: Value,
+    /// The body, already serialized (straight from the typed value, no intermediate JSON tree).
+    body: Response,
     indexed: Option<u64>,
     finalized: Option<u64>,
 }
 
 impl ChainJson {
-    /// A page: `body` (an object) gains `indexed_head` (`{number, hash}`) and `finalized_head` (a number).
-    pub(crate) fn page(kind: ChainKind, mut body: Value, stored: Option<&ChainState>) -> Self {
-        let mut this = Self::resource(Value::Null, stored);
-        if let Some(object) = body.as_object_mut() {
-            object.insert("indexed_head".to_owned(), render::ptr(kind, stored.and_then(|s| s.cursor)));
-            object.insert("finalized_head".to_owned(), json!(this.finalized));
-        }
-        this.body = body;
-        this
+    /// A page of `items`: the body also says where the index stood (`indexed_head`, `finalized_head`).
+    pub(crate) fn page<T: Serialize>(
+        kind: ChainKind,
+        items: Vec<T>,
+        next_cursor: Option<String>,
+        stored: Option<&ChainState>,
+    ) -> Self {
+        let (indexed_head, finalized_head) = heads(kind, stored);
+        Self::resource(&Page { items, next_cursor, indexed_head, finalized_head }, stored)
     }
 
-    /// A single resource: the index position goes in the headers only.
-    pub(crate) fn resource(body: Value, stored: Option<&ChainState>) -> Self {
+    /// A single resource: the index position goes in the headers only (and in the body, for a page's envelope).
+    pub(crate) fn resource(body: &impl Serialize, stored: Option<&ChainState>) -> Self {
         let indexed = stored.and_then(|s| s.cursor).map(|c| c.number);
         let finalized = stored.and_then(|s| s.heads).and_then(|h| h.finalized);
-        Self { body, indexed, finalized }
+        Self { body: Json(body).into_response(), indexed, finalized }
     }
+}
+
+/// A page envelope's `indexed_head` and `finalized_head` for the chain's `stored` state.
+pub(crate) fn heads(kind: ChainKind, stored: Option<&ChainState>) -> (Option<HeadPtr>, Option<u64>) {
+    let indexed = render::ptr(kind, stored.and_then(|s| s.cursor));
+    (indexed, stored.and_then(|s| s.heads).and_then(|h| h.finalized))
 }
 
 impl IntoResponse for ChainJson {
     fn into_response(self) -> Response {
-        let mut response = Json(self.body).into_response();
+        let mut response = self.body;
         let headers = response.headers_mut();
         for (name, value) in [(INDEXED_HEAD, self.indexed), (FINALIZED_HEAD, self.finalized)] {
             if let Some(value) = value {

@@ -1,7 +1,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Every REST error: JSON `{"error": {"code", "message", "field"?}}` with a matching status. Internal details are
 /// logged, never sent.
@@ -20,6 +21,24 @@ pub enum AppError {
     NotYet(String),
     #[error(transparent)]
     Store(#[from] chainmux_store::StoreError),
+}
+
+/// The body of every REST error (and of the gateway's own refusals: 401, 403, 429).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable and machine-readable: `bad_request`, `not_found`, `payload_too_large`, `unavailable`,
+    /// `store_unavailable`, `not_indexed_yet`, `unauthorized`, `forbidden`, `rate_limited`.
+    pub(crate) code: String,
+    /// For humans; may change.
+    pub(crate) message: String,
+    /// The request field (query parameter, path segment, `body`) that was refused, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) field: Option<String>,
 }
 
 impl AppError {
@@ -47,10 +66,7 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(field) = field {
-            error["field"] = json!(field);
-        }
-        (status, Json(json!({ "error": error }))).into_response()
+        let error = ErrorDetail { code: code.to_owned(), message, field };
+        (status, Json(ErrorBody { error })).into_response()
     }
 }

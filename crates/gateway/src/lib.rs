@@ -11,6 +11,7 @@
 //! (the `coalesce` module).
 //!
 //! Routers are built by [`router`] from an [`AppState`]; the binary serves it, tests drive it with `oneshot`.
+//! `GET /openapi.json` describes every route (the `openapi` module), generated from the handlers and response types.
 
 mod auth;
 mod cache_policy;
@@ -18,12 +19,17 @@ mod coalesce;
 mod consistency;
 mod error;
 mod event_filter;
+mod finality;
 mod metrics_layer;
+mod openapi;
 mod params;
 mod render;
 mod routes;
 mod rpc_cache;
 mod rpc_policy;
+mod sse;
+mod subscriptions;
+mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +38,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use chainmux_core::{ChainEvent, ChainSpec};
 use chainmux_rpc::Pool;
 use chainmux_store::Store;
@@ -42,6 +48,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::{AccessConfig, ApiKey, Budget, CorsOrigins, DEFAULT_KEY_CACHE_TTL, Limit};
 pub use error::AppError;
+pub use rpc_cache::RpcCacheLimits;
 pub use rpc_policy::{DEFAULT_EVM_DENY, MethodPattern, MethodPolicy, PatternError};
 
 /// Gateway limits from the config.
@@ -51,14 +58,20 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Most elements of one JSON-RPC batch.
     pub max_batch_size: usize,
+    /// Most `eth_subscribe` subscriptions open at once on one WebSocket.
+    pub max_subscriptions_per_connection: usize,
     /// Largest `limit` of a REST page.
     pub max_page_size: u32,
     /// `limit` when the request gives none.
     pub default_page_size: u32,
     /// Longest a request with `min_block=N` waits for the index to reach `N`.
     pub min_block_wait: Duration,
+    /// Most live feeds (`…/stream`, Server-Sent Events) open at once; more are refused with 503.
+    pub max_sse_streams: usize,
     /// API keys, rate limits and CORS; open by default (see [`AccessConfig`]).
     pub access: AccessConfig,
+    /// Bounds and unfinalized TTL of the JSON-RPC response cache.
+    pub rpc_cache: RpcCacheLimits,
 }
 
 impl Default for GatewayConfig {
@@ -66,10 +79,13 @@ impl Default for GatewayConfig {
         Self {
             max_body_bytes: 1 << 20,
             max_batch_size: 100,
+            max_subscriptions_per_connection: 100,
             max_page_size: 1000,
             default_page_size: 100,
             min_block_wait: Duration::from_secs(10),
+            max_sse_streams: 1000,
             access: AccessConfig::default(),
+            rpc_cache: RpcCacheLimits::default(),
         }
     }
 }
@@ -98,31 +114,51 @@ struct Inner {
     chains: BTreeMap<String, ChainHandle>,
     config: GatewayConfig,
     draining: AtomicBool,
+    /// Turns true with `draining`: ends the live feeds, which would otherwise keep graceful shutdown waiting.
+    drained: tokio::sync::watch::Sender<bool>,
     metrics: PrometheusHandle,
     rpc_cache: rpc_cache::RpcCache,
+    /// The heads the cache policy decides with, per EVM chain (see the `finality` module).
+    finality: BTreeMap<String, finality::ChainFinality>,
     /// Upstream calls of `/rpc` reads in flight, shared by identical requests.
     coalescer: coalesce::Coalescer<rpc_cache::CacheKey, routes::Upstreamed>,
     /// Key cache and rate limiters.
     access: auth::Access,
+    /// One permit per open live feed, so their number stays bounded.
+    sse_slots: Arc<tokio::sync::Semaphore>,
+    /// Each chain's `eth_subscribe` hub, started by its first subscriber.
+    hubs: std::sync::Mutex<BTreeMap<String, Arc<subscriptions::Hub>>>,
 }
 
 impl AppState {
     pub fn new(store: Store, chains: Vec<ChainHandle>, config: GatewayConfig) -> Self {
         let methods =
             chains.iter().map(|c| (c.spec.name.clone(), MethodPolicy::default_for(c.spec.kind))).collect();
-        let chains = chains.into_iter().map(|c| (c.spec.name.clone(), c)).collect();
-        // Not configurable yet: the defaults are documented on `RpcCacheLimits`.
-        let rpc_cache = rpc_cache::RpcCache::new(rpc_cache::RpcCacheLimits::default());
+        let chains: BTreeMap<String, ChainHandle> =
+            chains.into_iter().map(|c| (c.spec.name.clone(), c)).collect();
+        let rpc_cache = rpc_cache::RpcCache::new(config.rpc_cache);
+        let finality = chains
+            .values()
+            .filter(|c| c.spec.kind == chainmux_core::ChainKind::Evm)
+            .map(|c| (c.spec.name.clone(), finality::ChainFinality::default()))
+            .collect();
         let access = auth::Access::new(config.access.clone());
+        let sse_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_sse_streams.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let inner = Inner {
             store,
             chains,
             config,
             draining: AtomicBool::new(false),
+            drained: tokio::sync::watch::channel(false).0,
             metrics: metrics_handle(),
             rpc_cache,
+            finality,
             coalescer: coalesce::Coalescer::default(),
             access,
+            sse_slots,
+            hubs: std::sync::Mutex::default(),
         };
         Self { inner: Arc::new(inner), methods: Arc::new(methods), chain_events: Arc::default() }
     }
@@ -135,9 +171,22 @@ impl AppState {
     }
 
     /// A new subscription to chain `chain`'s indexer events; `None` when this process does not index it.
-    #[allow(dead_code)] // used by the live feeds
     fn subscribe_chain(&self, chain: &str) -> Option<broadcast::Receiver<ChainEvent>> {
         self.chain_events.get(chain).map(broadcast::Sender::subscribe)
+    }
+
+    /// Chain `chain`'s subscription hub, started on first use; `None` when this process does not index it.
+    fn subscription_hub(&self, chain: &str) -> Option<Arc<subscriptions::Hub>> {
+        // A poisoned lock only means another subscriber panicked mid-insert; the map is still consistent.
+        let mut hubs = self.inner.hubs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hub) = hubs.get(chain) {
+            return Some(hub.clone());
+        }
+        let source = self.subscribe_chain(chain)?;
+        let pool = self.inner.chains.get(chain)?.pool.clone();
+        let hub = subscriptions::Hub::start(chain, pool, source);
+        hubs.insert(chain.to_owned(), hub.clone());
+        Some(hub)
     }
 
     /// Sets which JSON-RPC methods `/rpc/{chain}` forwards on chain `chain` (from its `[chains.methods]`),
@@ -148,9 +197,16 @@ impl AppState {
         self
     }
 
-    /// From now on `/ready` answers 503, so load balancers stop sending new work before the listener closes.
+    /// From now on `/ready` answers 503, so load balancers stop sending new work before the listener closes, and
+    /// live feeds end (their clients reconnect elsewhere with `Last-Event-ID`).
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.drained.send_replace(true);
+    }
+
+    /// Sees `true` once [`AppState::start_draining`] was called.
+    fn drained(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.drained.subscribe()
     }
 
     fn is_draining(&self) -> bool {
@@ -214,22 +270,45 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// Deadline for the readiness probe's database round trip.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every route the gateway serves. The one list both [`router`] and the check of `/openapi.json` against the
+/// router (`tests/openapi.rs`, through [`route_paths`]) read: a route added here must be documented there, with a
+/// `#[utoipa::path]` on its handler listed in `openapi::ApiDoc`.
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/health", get(routes::health)),
+        ("/ready", get(routes::ready)),
+        ("/metrics", get(routes::metrics)),
+        ("/openapi.json", get(openapi::openapi_json)),
+        ("/v1/chains", get(routes::chains)),
+        ("/v1/chains/{chain}/blocks/{id}", get(routes::block)),
+        ("/v1/chains/{chain}/transactions/{hash}", get(routes::transaction)),
+        ("/v1/chains/{chain}/transfers", get(routes::transfers)),
+        ("/v1/chains/{chain}/transfers/stream", get(sse::transfers)),
+        ("/v1/chains/{chain}/logs", get(routes::logs)),
+        ("/v1/chains/{chain}/instructions", get(routes::instructions)),
+        ("/v1/chains/{chain}/events", get(routes::events)),
+        ("/v1/chains/{chain}/events/stream", get(sse::events)),
+        ("/v1/chains/{chain}/contracts", get(routes::contracts)),
+        // POST: JSON-RPC over HTTP; GET: the same over a WebSocket, plus `eth_subscribe`.
+        ("/rpc/{chain}", post(routes::rpc).get(ws::upgrade)),
+    ]
+}
+
+/// The paths [`router`] serves, in OpenAPI's `{param}` spelling (axum's too).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
 pub fn router(state: AppState) -> Router {
+    // Inside a runtime, the response cache's finality trackers start now; otherwise on each chain's first request.
+    for chain in state.inner.finality.keys() {
+        finality::start(&state, chain);
+    }
     let body_limit = state.config().max_body_bytes;
     let cors = state.config().access.cors_layer();
-    let router = Router::new()
-        .route("/health", get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/metrics", get(routes::metrics))
-        .route("/v1/chains", get(routes::chains))
-        .route("/v1/chains/{chain}/blocks/{id}", get(routes::block))
-        .route("/v1/chains/{chain}/transactions/{hash}", get(routes::transaction))
-        .route("/v1/chains/{chain}/transfers", get(routes::transfers))
-        .route("/v1/chains/{chain}/logs", get(routes::logs))
-        .route("/v1/chains/{chain}/instructions", get(routes::instructions))
-        .route("/v1/chains/{chain}/events", get(routes::events))
-        .route("/v1/chains/{chain}/contracts", get(routes::contracts))
-        .route("/rpc/{chain}", post(routes::rpc))
+    let router = routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         // Inside the metrics layer, so refused requests (401/403/429) are counted by route and status too.

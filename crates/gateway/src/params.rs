@@ -4,6 +4,8 @@
 use chainmux_core::ChainKind;
 use chainmux_store::{ContractKey, EventKey, InstructionKey, LogKey, TransferKey};
 
+use utoipa::IntoParams;
+
 use crate::AppError;
 
 /// Query parameters of one request, checked against the names the endpoint accepts.
@@ -84,6 +86,150 @@ impl QueryParams {
         }
         Ok((from, to))
     }
+}
+
+// What `/openapi.json` says about the parameters, next to the parsers that read them. These types are only
+// described, never built: handlers read the query through `QueryParams`, whose accepted names the OpenAPI test
+// checks against these (each documented name accepted, others refused).
+
+/// `{chain}` of every chain route.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ChainPath {
+    /// A served chain's name, as `/v1/chains` lists it.
+    chain: String,
+}
+
+/// `min_block`, accepted by every chain route (see [`crate::consistency`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct MinBlockParam {
+    /// Wait (bounded by the server's `min_block_wait`) until the chain is indexed to this block, then answer;
+    /// 503 `not_indexed_yet` with `Retry-After` if it is not reached in time. Decimal or `0x` hex.
+    #[param(required = false)]
+    min_block: String,
+}
+
+/// Page size of the list routes (and rows per store read of the live feeds).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct LimitParam {
+    /// Items per page, 1 to the server's `max_page_size` (default 1000); the server's `default_page_size` (default
+    /// 100) when absent.
+    #[param(required = false, minimum = 1)]
+    limit: u32,
+}
+
+/// Paging of the list routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct CursorParam {
+    /// The previous page's `next_cursor`, to read the page after it. Opaque.
+    #[param(required = false)]
+    cursor: String,
+}
+
+/// Where a live feed resumes, besides the `Last-Event-ID` header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ResumeParam {
+    /// The same as the `Last-Event-ID` header, for clients that cannot set headers.
+    #[param(required = false)]
+    last_event_id: String,
+}
+
+/// Block range of the list routes, inclusive; decimal or `0x` hex.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct BlockRangeParams {
+    /// Lowest block (slot, on Solana).
+    #[param(required = false)]
+    from_block: String,
+    /// Highest block (slot); not below `from_block`.
+    #[param(required = false)]
+    to_block: String,
+}
+
+/// Filters of `/transfers` (and its live feed). Addresses in the chain's spelling: `0x` hex or base58.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct TransferParams {
+    /// Transfers from or to this address (or owner, for token accounts).
+    #[param(required = false)]
+    address: String,
+    /// Transfers of this token (contract or mint).
+    #[param(required = false)]
+    token: String,
+}
+
+/// Filters of `/logs`: `0x` hex.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct LogParams {
+    /// Emitting contract (20 bytes).
+    #[param(required = false)]
+    address: String,
+    /// First topic (32 bytes): the event's signature hash.
+    #[param(required = false)]
+    topic0: String,
+    #[param(required = false)]
+    topic1: String,
+    #[param(required = false)]
+    topic2: String,
+    #[param(required = false)]
+    topic3: String,
+}
+
+/// Filters of `/instructions`: base58.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct InstructionParams {
+    /// Instructions of this program.
+    #[param(required = false)]
+    program: String,
+    /// Instructions of this transaction (its signature).
+    #[param(required = false)]
+    tx_hash: String,
+}
+
+/// Filters of `/events` (and its live feed).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct EventParams {
+    /// Events of this `[[chains.contracts]]` entry.
+    #[param(required = false)]
+    contract: String,
+    /// Event name (`Transfer`) or signature (`Transfer(address,address,uint256)`).
+    #[param(required = false)]
+    name: String,
+    /// Emitting contract (`0x` hex, 20 bytes).
+    #[param(required = false)]
+    address: String,
+    /// `arg.<param>=<value>`, repeatable for different parameters: events whose decoded argument `<param>` (its
+    /// name, or position when unnamed) equals `<value>`, compared in the parameter's ABI type (`1000` and `0x3e8`
+    /// are the same uint). An indexed string, bytes, array or tuple is matched by its 32-byte hash.
+    #[param(rename = "arg.<param>", required = false)]
+    arg: String,
+}
+
+/// Filter of `/contracts`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ContractParams {
+    /// Only this `[[chains.contracts]]` entry.
+    #[param(required = false)]
+    name: String,
 }
 
 /// A block height: a decimal number, or a `0x` quantity.

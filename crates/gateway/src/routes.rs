@@ -1,5 +1,7 @@
 //! Request handlers.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -11,19 +13,21 @@ use chainmux_rpc::{CallTrace, JsonRpcError, RpcError, UpstreamStatus};
 use chainmux_store::{ChainState, ContractFilter, EventFilter, InstructionFilter, LogFilter, TransferFilter};
 use futures_util::future::join_all;
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use crate::cache_policy::{self, Finality};
+use crate::cache_policy;
 use crate::coalesce::Role;
 use crate::consistency::{self, ChainJson};
+use crate::error::ErrorBody;
 use crate::event_filter::{self, EventName, Selection};
 use crate::params::{self, Id, QueryParams};
 use crate::rpc_cache::CacheKey;
 use crate::rpc_policy;
 use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
 
-type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(crate) type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 fn query(pairs: Pairs, allowed: &[&str]) -> Result<QueryParams, AppError> {
     query_prefixed(pairs, allowed, None)
@@ -31,22 +35,34 @@ fn query(pairs: Pairs, allowed: &[&str]) -> Result<QueryParams, AppError> {
 
 /// [`query`] that also accepts the parameters named `prefix` and something (`arg.<param>`).
 /// Every chain route also takes `min_block` (see [`crate::consistency`]).
-fn query_prefixed(pairs: Pairs, allowed: &[&str], prefix: Option<&str>) -> Result<QueryParams, AppError> {
+pub(crate) fn query_prefixed(
+    pairs: Pairs,
+    allowed: &[&str],
+    prefix: Option<&str>,
+) -> Result<QueryParams, AppError> {
     let Query(pairs) = pairs.map_err(|err| AppError::bad("query", err.body_text()))?;
     let allowed: Vec<&str> = allowed.iter().copied().chain(["min_block"]).collect();
     QueryParams::parse(pairs, &allowed, prefix)
 }
 
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "status", security(()),
+    responses((status = 200, description = "Up", body = Status)))]
+pub(crate) async fn health() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
-pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+/// Readiness: the store answers and the server is not draining.
+#[utoipa::path(get, path = "/ready", tag = "status", security(()), responses(
+    (status = 200, description = "Ready", body = Status),
+    (status = 503, description = "Draining, or the store is unreachable", body = ErrorBody),
+))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
     if state.is_draining() {
         return Err(AppError::Unavailable("draining: shutting down".into()));
     }
     match tokio::time::timeout(READY_TIMEOUT, state.store().ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(Json(Status { status: "ready" })),
         Ok(Err(err)) => {
             tracing::warn!(%err, "readiness: store unreachable");
             Err(AppError::Unavailable("store unreachable".into()))
@@ -55,6 +71,9 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, 
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "status", security(()),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.inner.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render())
@@ -64,23 +83,57 @@ pub(crate) async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
 }
 
-#[derive(Serialize)]
-struct ChainView {
+/// The body of `/v1/chains`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChainList {
+    chains: Vec<ChainView>,
+}
+
+/// A served chain: its heads, how far it is indexed, and its upstreams' health.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChainView {
     name: String,
+    /// `evm` or `solana`.
     kind: &'static str,
     chain_id: u64,
+    /// The best head the upstreams (or the indexer) reported.
+    #[schema(required)]
     head: Option<u64>,
+    #[schema(required)]
     safe: Option<u64>,
+    #[schema(required)]
     finalized: Option<u64>,
-    /// Solana: the stored heads per commitment level, `{"confirmed", "finalized"}`.
+    /// Solana only: the stored heads per commitment level.
     #[serde(skip_serializing_if = "Option::is_none")]
-    heads: Option<Value>,
-    indexed_head: Value,
+    heads: Option<SolanaHeads>,
+    #[schema(required)]
+    indexed_head: Option<render::HeadPtr>,
+    /// Blocks between `head` and `indexed_head`.
+    #[schema(required)]
     lag: Option<u64>,
     upstreams: Vec<UpstreamStatus>,
 }
 
-pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+/// A Solana chain's stored heads per commitment level.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SolanaHeads {
+    #[schema(required)]
+    confirmed: Option<u64>,
+    #[schema(required)]
+    finalized: Option<u64>,
+}
+
+/// `{"status": …}` of the probes.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// `ok` (`/health`) or `ready` (`/ready`).
+    status: &'static str,
+}
+
+/// The served chains: heads, indexing progress and upstream health.
+#[utoipa::path(get, path = "/v1/chains", tag = "chains",
+    responses((status = 200, description = "Every served chain", body = ChainList)))]
+pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<ChainList>, AppError> {
     let stored = state.store().chain_states().await?;
     let views: Vec<ChainView> = state
         .inner
@@ -102,11 +155,9 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
                 finalized: heads.and_then(|h| h.finalized),
                 // The indexer stores the confirmed slot as the latest head; the pool's own probe may follow
                 // another commitment, so only the stored heads are named by theirs.
-                heads: (kind == ChainKind::Solana).then(|| {
-                    json!({
-                        "confirmed": heads.map(|h| h.latest),
-                        "finalized": heads.and_then(|h| h.finalized),
-                    })
+                heads: (kind == ChainKind::Solana).then(|| SolanaHeads {
+                    confirmed: heads.map(|h| h.latest),
+                    finalized: heads.and_then(|h| h.finalized),
                 }),
                 indexed_head: render::ptr(kind, cursor),
                 lag: head.map(|h| h.saturating_sub(cursor.map_or(0, |c| c.number))),
@@ -114,12 +165,12 @@ pub(crate) async fn chains(State(state): State<AppState>) -> Result<Json<Value>,
             }
         })
         .collect();
-    Ok(Json(json!({ "chains": views })))
+    Ok(Json(ChainList { chains: views }))
 }
 
 /// A served chain's kind and what the store knows about it, once it is indexed to the request's `min_block`; 404
 /// for a chain this gateway does not serve.
-async fn chain_state(
+pub(crate) async fn chain_state(
     state: &AppState,
     chain: &str,
     q: &QueryParams,
@@ -130,10 +181,19 @@ async fn chain_state(
     Ok((kind, stored))
 }
 
-fn view<'a>(chain: &'a str, kind: ChainKind, stored: Option<&'a ChainState>) -> render::View<'a> {
+pub(crate) fn view<'a>(chain: &'a str, kind: ChainKind, stored: Option<&'a ChainState>) -> render::View<'a> {
     render::View { chain, kind, heads: stored.and_then(|s| s.heads.as_ref()) }
 }
 
+/// A block by number or hash.
+#[utoipa::path(get, path = "/v1/chains/{chain}/blocks/{id}", tag = "chains",
+    params(
+        params::ChainPath,
+        ("id" = String, Path, description = "EVM: a decimal block number or a `0x` 32-byte block hash. Solana: a \
+                                             slot (digits) or a base58 block hash."),
+        params::MinBlockParam,
+    ),
+    responses((status = 200, description = "The block, in its chain family's shape", body = render::Block)))]
 pub(crate) async fn block(
     State(state): State<AppState>,
     Path((chain, id)): Path<(String, String)>,
@@ -166,9 +226,19 @@ pub(crate) async fn block(
         }
     };
     let row = row.ok_or_else(|| AppError::NotFound(format!("block {id} is not indexed")))?;
-    Ok(ChainJson::resource(view(&chain, kind, stored.as_ref()).block(&row), stored.as_ref()))
+    Ok(ChainJson::resource(&view(&chain, kind, stored.as_ref()).block(&row), stored.as_ref()))
 }
 
+/// A transaction by hash (EVM) or signature (Solana).
+#[utoipa::path(get, path = "/v1/chains/{chain}/transactions/{hash}", tag = "chains",
+    params(
+        params::ChainPath,
+        ("hash" = String, Path, description = "EVM: the `0x` 32-byte transaction hash. Solana: the base58 \
+                                               transaction signature."),
+        params::MinBlockParam,
+    ),
+    responses((status = 200, description = "The transaction, in its chain family's shape",
+        body = render::Transaction)))]
 pub(crate) async fn transaction(
     State(state): State<AppState>,
     Path((chain, hash)): Path<(String, String)>,
@@ -187,18 +257,27 @@ pub(crate) async fn transaction(
         .transaction(&chain, &bytes)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("transaction {hash} is not indexed")))?;
-    Ok(ChainJson::resource(view(&chain, kind, stored.as_ref()).transaction(&row), stored.as_ref()))
+    Ok(ChainJson::resource(&view(&chain, kind, stored.as_ref()).transaction(&row), stored.as_ref()))
 }
 
-fn page(
-    kind: ChainKind,
-    items: Vec<Value>,
-    next_cursor: Option<String>,
-    stored: Option<&ChainState>,
-) -> ChainJson {
-    ChainJson::page(kind, json!({ "items": items, "next_cursor": next_cursor }), stored)
+/// The filters of `/transfers` and `/transfers/stream` (without their page position and size).
+pub(crate) fn transfer_filter(q: &QueryParams, kind: ChainKind) -> Result<TransferFilter, AppError> {
+    let (from_block, to_block) = q.block_range()?;
+    Ok(TransferFilter {
+        address: q.id("address", kind, Id::Address)?,
+        token: q.id("token", kind, Id::Address)?,
+        from_block,
+        to_block,
+        after: None,
+        limit: 0,
+    })
 }
 
+/// Token and native transfers, oldest first.
+#[utoipa::path(get, path = "/v1/chains/{chain}/transfers", tag = "chains",
+    params(params::ChainPath, params::TransferParams, params::BlockRangeParams,
+        params::LimitParam, params::CursorParam, params::MinBlockParam),
+    responses((status = 200, description = "A page of transfers", body = render::Page<render::TransferItem>)))]
 pub(crate) async fn transfers(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -206,23 +285,24 @@ pub(crate) async fn transfers(
 ) -> Result<ChainJson, AppError> {
     let q = query(pairs, &["address", "token", "from_block", "to_block", "limit", "cursor"])?;
     let (kind, stored) = chain_state(&state, &chain, &q).await?;
-    let (from_block, to_block) = q.block_range()?;
     let filter = TransferFilter {
-        address: q.id("address", kind, Id::Address)?,
-        token: q.id("token", kind, Id::Address)?,
-        from_block,
-        to_block,
         after: q.get("cursor").map(params::decode_transfer_cursor).transpose()?,
         limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+        ..transfer_filter(&q, kind)?
     };
     let rows = state.store().transfers(&chain, &filter).await?;
     let view = view(&chain, kind, stored.as_ref());
     let next =
         rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_transfer_cursor(&row.key()));
     let items = rows.items.iter().map(|row| view.transfer(row)).collect();
-    Ok(page(kind, items, next, stored.as_ref()))
+    Ok(ChainJson::page(kind, items, next, stored.as_ref()))
 }
 
+/// Event logs (EVM chains), oldest first.
+#[utoipa::path(get, path = "/v1/chains/{chain}/logs", tag = "chains",
+    params(params::ChainPath, params::LogParams, params::BlockRangeParams,
+        params::LimitParam, params::CursorParam, params::MinBlockParam),
+    responses((status = 200, description = "A page of logs", body = render::Page<render::LogItem>)))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -252,9 +332,15 @@ pub(crate) async fn logs(
     let view = view(&chain, kind, stored.as_ref());
     let next = rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_log_cursor(&row.key()));
     let items = rows.items.iter().map(|row| view.log(row)).collect();
-    Ok(page(kind, items, next, stored.as_ref()))
+    Ok(ChainJson::page(kind, items, next, stored.as_ref()))
 }
 
+/// Instructions (Solana chains), outer and inner, oldest first.
+#[utoipa::path(get, path = "/v1/chains/{chain}/instructions", tag = "chains",
+    params(params::ChainPath, params::InstructionParams, params::BlockRangeParams,
+        params::LimitParam, params::CursorParam, params::MinBlockParam),
+    responses((status = 200, description = "A page of instructions",
+        body = render::Page<render::InstructionItem>)))]
 pub(crate) async fn instructions(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -282,11 +368,11 @@ pub(crate) async fn instructions(
     let next =
         rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_instruction_cursor(&row.key()));
     let items = rows.items.iter().map(|row| view.instruction(row)).collect();
-    Ok(page(kind, items, next, stored.as_ref()))
+    Ok(ChainJson::page(kind, items, next, stored.as_ref()))
 }
 
 /// 404 for the contract-event routes on a chain that is not EVM: ABI-decoded events exist on EVM chains only.
-fn evm_only(chain: &str, kind: ChainKind) -> Result<(), AppError> {
+pub(crate) fn evm_only(chain: &str, kind: ChainKind) -> Result<(), AppError> {
     if kind == ChainKind::Evm {
         return Ok(());
     }
@@ -296,20 +382,13 @@ fn evm_only(chain: &str, kind: ChainKind) -> Result<(), AppError> {
     )))
 }
 
-/// `GET /v1/chains/{chain}/events`: decoded events of the chain's `[[chains.contracts]]` entries, filtered by entry,
-/// event (name or signature), emitting address, block range and `arg.<param>` values compared in their ABI types.
-pub(crate) async fn events(
-    State(state): State<AppState>,
-    Path(chain): Path<String>,
-    pairs: Pairs,
-) -> Result<ChainJson, AppError> {
-    let q = query_prefixed(
-        pairs,
-        &["contract", "name", "address", "from_block", "to_block", "limit", "cursor"],
-        Some("arg."),
-    )?;
-    let (kind, stored) = chain_state(&state, &chain, &q).await?;
-    evm_only(&chain, kind)?;
+/// The filters of `/events` and `/events/stream` (without their page position and size); the names and
+/// `arg.<param>` values are checked against the chain's configured entries.
+pub(crate) async fn event_filter(
+    state: &AppState,
+    chain: &str,
+    q: &QueryParams,
+) -> Result<EventFilter, AppError> {
     let (from_block, to_block) = q.block_range()?;
     // Signatures are stored without spaces; `Transfer(address, address, uint256)` asks for the same event.
     let name_text: Option<String> =
@@ -323,8 +402,8 @@ pub(crate) async fn events(
         args: Vec::new(),
         from_block,
         to_block,
-        after: q.get("cursor").map(params::decode_event_cursor).transpose()?,
-        limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+        after: None,
+        limit: 0,
     };
     match name {
         Some(EventName::Name(name)) => filter.name = Some(name.to_owned()),
@@ -334,21 +413,53 @@ pub(crate) async fn events(
     let args: Vec<(&str, &str)> = q.prefixed("arg.").collect();
     // The configured entries are only needed to check the names and to type the argument filters.
     if filter.contract.is_some() || name.is_some() || !args.is_empty() {
-        let sources = state.store().contract_sources(&chain).await?;
+        let sources = state.store().contract_sources(chain).await?;
         let selection = Selection::new(&sources, filter.contract.as_deref(), name)?;
         for (param, value) in args {
             filter.args.push(selection.arg_match(param, value)?);
         }
     }
+    Ok(filter)
+}
+
+/// `GET /v1/chains/{chain}/events`: decoded events of the chain's `[[chains.contracts]]` entries, filtered by entry,
+/// event (name or signature), emitting address, block range and `arg.<param>` values compared in their ABI types.
+#[utoipa::path(get, path = "/v1/chains/{chain}/events", tag = "chains",
+    summary = "ABI-decoded events of the configured contracts (EVM chains), oldest first.",
+    params(params::ChainPath, params::EventParams, params::BlockRangeParams,
+        params::LimitParam, params::CursorParam, params::MinBlockParam),
+    responses((status = 200, description = "A page of decoded events", body = render::Page<render::EventItem>)))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    pairs: Pairs,
+) -> Result<ChainJson, AppError> {
+    let q = query_prefixed(
+        pairs,
+        &["contract", "name", "address", "from_block", "to_block", "limit", "cursor"],
+        Some("arg."),
+    )?;
+    let (kind, stored) = chain_state(&state, &chain, &q).await?;
+    evm_only(&chain, kind)?;
+    let filter = EventFilter {
+        after: q.get("cursor").map(params::decode_event_cursor).transpose()?,
+        limit: q.limit(state.config().default_page_size, state.config().max_page_size)?,
+        ..event_filter(&state, &chain, &q).await?
+    };
     let rows = state.store().events(&chain, &filter).await?;
     let view = view(&chain, kind, stored.as_ref());
     let next = rows.items.last().filter(|_| rows.has_more).map(|row| params::encode_event_cursor(&row.key()));
     let items = rows.items.iter().map(|row| view.event(row)).collect();
-    Ok(page(kind, items, next, stored.as_ref()))
+    Ok(ChainJson::page(kind, items, next, stored.as_ref()))
 }
 
 /// `GET /v1/chains/{chain}/contracts`: every address the chain's `[[chains.contracts]]` entries decode (configured
 /// and factory-created), paginated, with each entry's progress; `sources` lists the entries themselves.
+#[utoipa::path(get, path = "/v1/chains/{chain}/contracts", tag = "chains",
+    summary = "Addresses the configured contract entries decode, and the entries' progress (EVM chains).",
+    params(params::ChainPath, params::ContractParams, params::LimitParam, params::CursorParam,
+        params::MinBlockParam),
+    responses((status = 200, description = "A page of contract addresses", body = render::ContractsPage)))]
 pub(crate) async fn contracts(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -372,7 +483,7 @@ pub(crate) async fn contracts(
     let rows = state.store().indexed_contracts(&chain, &filter).await?;
     let cursor = stored.as_ref().and_then(|s| s.cursor);
     let view = view(&chain, kind, stored.as_ref());
-    let items: Vec<Value> = rows
+    let items: Vec<render::ContractItem> = rows
         .items
         .iter()
         .map(|row| {
@@ -380,8 +491,8 @@ pub(crate) async fn contracts(
             // Every address belongs to a stored entry (they are written and dropped together).
             let entry_kind = source
                 .map_or(if row.factory.is_some() { "factory" } else { "addresses" }, |s| s.kind.as_str());
-            let progress = source.map_or(Value::Null, |s| render::progress(s, cursor));
-            view.contract(row, entry_kind, &progress)
+            let progress = source.map(|s| render::progress(s, cursor));
+            view.contract(row, entry_kind, progress)
         })
         .collect();
     let next =
@@ -391,12 +502,15 @@ pub(crate) async fn contracts(
         let signatures = event_filter::event_specs(source)?.into_iter().map(|e| e.signature).collect();
         listed.push(view.source(source, signatures, render::progress(source, cursor)));
     }
-    Ok(ChainJson::page(kind, json!({ "items": items, "next_cursor": next, "sources": listed }), stored.as_ref()))
+    let (indexed_head, finalized_head) = consistency::heads(kind, stored.as_ref());
+    let body =
+        render::ContractsPage { items, next_cursor: next, sources: listed, indexed_head, finalized_head };
+    Ok(ChainJson::resource(&body, stored.as_ref()))
 }
 
 /// One JSON-RPC response object. `result` stays raw: the upstream's bytes are passed on without re-encoding.
 #[derive(Serialize)]
-struct RpcResponse {
+pub(crate) struct RpcResponse {
     jsonrpc: &'static str,
     id: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -406,7 +520,12 @@ struct RpcResponse {
 }
 
 impl RpcResponse {
-    fn error(id: Value, code: i64, message: impl Into<String>) -> Self {
+    /// A successful answer to request `id`.
+    pub(crate) fn result(id: Value, result: Box<RawValue>) -> Self {
+        Self { jsonrpc: "2.0", id, result: Some(result), error: None }
+    }
+
+    pub(crate) fn error(id: Value, code: i64, message: impl Into<String>) -> Self {
         Self {
             jsonrpc: "2.0",
             id,
@@ -438,6 +557,19 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 /// A method the chain's policy denies (see `rpc_policy`) is answered with a `-32601` error of its own, per batch
 /// element, without reaching an upstream. Identical reads in flight at the same time share one upstream call (see
 /// `coalesce`); a single request answered that way says so with `x-chainmux-coalesced: true`.
+#[utoipa::path(post, path = "/rpc/{chain}", tag = "rpc",
+    summary = "JSON-RPC 2.0, single or batch, answered like the chain's own nodes.",
+    params(params::ChainPath),
+    request_body(content = Value, description = "A JSON-RPC request object, or a batch (array) of them.",
+        content_type = "application/json"),
+    responses(
+        (status = 200, description = "The JSON-RPC response (an array for a batch). Single requests say how they \
+            were served in `x-chainmux-cache` (`hit`, `miss`, `bypass`), `x-chainmux-upstream`, \
+            `x-chainmux-attempts` and, when shared with an identical request in flight, `x-chainmux-coalesced`.",
+            content_type = "application/json", body = Value),
+        (status = 204, description = "Only notifications were sent: nothing to answer."),
+        (status = 413, description = "The body exceeds the server's `max_body_bytes`", body = ErrorBody),
+    ))]
 pub(crate) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
@@ -460,30 +592,11 @@ pub(crate) async fn rpc(
             return json_response(StatusCode::OK, &RpcResponse::error(Value::Null, -32700, "Parse error"));
         }
     };
-    match request {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return json_response(
-                    StatusCode::OK,
-                    &RpcResponse::error(Value::Null, -32600, "empty batch"),
-                );
-            }
-            let max = state.config().max_batch_size;
-            if items.len() > max {
-                let message = format!("batch of {} requests exceeds the limit of {max}", items.len());
-                return json_response(StatusCode::OK, &RpcResponse::error(Value::Null, -32600, message));
-            }
-            // Each element is looked up in the cache on its own; only the others reach the pool.
-            let answers = join_all(items.into_iter().map(|item| forward(&state, &handle, item))).await;
-            let answers: Vec<RpcResponse> =
-                answers.into_iter().filter_map(|forwarded| forwarded.answer).collect();
-            if answers.is_empty() {
-                return StatusCode::NO_CONTENT.into_response();
-            }
-            json_response(StatusCode::OK, &answers)
-        }
-        single => {
-            let forwarded = forward(&state, &handle, single).await;
+    match answer_message(&state, &handle, request, &mut |_| None).await {
+        Reply::Refused(answer) => json_response(StatusCode::OK, &answer),
+        Reply::Batch(answers) if answers.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Reply::Batch(answers) => json_response(StatusCode::OK, &answers),
+        Reply::Single(forwarded) => {
             let mut response = match forwarded.answer {
                 Some(answer) => json_response(StatusCode::OK, &answer),
                 None => StatusCode::NO_CONTENT.into_response(),
@@ -502,6 +615,58 @@ pub(crate) async fn rpc(
     }
 }
 
+/// How one JSON-RPC message (a request or a batch) was answered.
+pub(crate) enum Reply {
+    /// A single request's fate.
+    Single(Forwarded),
+    /// A batch's answers in request order; empty when every element was a notification.
+    Batch(Vec<RpcResponse>),
+    /// The message as a whole was refused (empty or oversized batch).
+    Refused(RpcResponse),
+}
+
+/// Answers a request the caller serves itself (the WebSocket's `eth_subscribe`), seeing each request object
+/// before validation; `None` leaves it to the pool.
+pub(crate) type LocalMethods<'a> = dyn FnMut(&Value) -> Option<Forwarded> + Send + 'a;
+
+/// The core of `POST /rpc/{chain}`, shared with JSON-RPC over the WebSocket: batch limits, then each request
+/// answered by `local` or, when it declines, by `forward` (method policy, cache, coalescing, the pool).
+pub(crate) async fn answer_message(
+    state: &AppState,
+    handle: &ChainHandle,
+    request: Value,
+    local: &mut LocalMethods<'_>,
+) -> Reply {
+    match request {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Reply::Refused(RpcResponse::error(Value::Null, -32600, "empty batch"));
+            }
+            let max = state.config().max_batch_size;
+            if items.len() > max {
+                let message = format!("batch of {} requests exceeds the limit of {max}", items.len());
+                return Reply::Refused(RpcResponse::error(Value::Null, -32600, message));
+            }
+            // Each element is looked up in the cache on its own; only the others reach the pool.
+            let answers = join_all(items.into_iter().map(|item| {
+                let answered = local(&item);
+                async move {
+                    match answered {
+                        Some(answered) => answered,
+                        None => forward(state, handle, item).await,
+                    }
+                }
+            }))
+            .await;
+            Reply::Batch(answers.into_iter().filter_map(|forwarded| forwarded.answer).collect())
+        }
+        single => match local(&single) {
+            Some(answered) => Reply::Single(answered),
+            None => Reply::Single(forward(state, handle, single).await),
+        },
+    }
+}
+
 /// Says which upstream answered a single request and what it took, so routing is never a mystery to a client.
 fn add_trace_headers(response: &mut Response, trace: &CallTrace) {
     let headers = response.headers_mut();
@@ -515,19 +680,19 @@ fn add_trace_headers(response: &mut Response, trace: &CallTrace) {
 }
 
 /// A request that passed validation.
-struct ValidRequest {
-    id: Value,
-    method: String,
+pub(crate) struct ValidRequest {
+    pub(crate) id: Value,
+    pub(crate) method: String,
     /// What the cache policy reads and the cache key is made of.
-    params: Value,
+    pub(crate) params: Value,
     /// What is sent upstream.
     raw_params: Box<RawValue>,
     /// No `id`: forwarded, but answered with nothing.
-    is_notification: bool,
+    pub(crate) is_notification: bool,
 }
 
 /// Checks one JSON-RPC request object; the error is the answer to send instead.
-fn validate(request: Value) -> Result<ValidRequest, RpcResponse> {
+pub(crate) fn validate(request: Value) -> Result<ValidRequest, RpcResponse> {
     let Value::Object(mut request) = request else {
         return Err(RpcResponse::error(Value::Null, -32600, "Invalid Request: not an object"));
     };
@@ -585,9 +750,9 @@ impl CacheUse {
 }
 
 /// What became of one request.
-struct Forwarded {
+pub(crate) struct Forwarded {
     /// `None` for a notification, which gets no answer.
-    answer: Option<RpcResponse>,
+    pub(crate) answer: Option<RpcResponse>,
     /// `None` when the request never reached the pool (invalid); for a cache hit, one naming the cache.
     trace: Option<CallTrace>,
     /// `None` for invalid requests and notifications.
@@ -596,11 +761,18 @@ struct Forwarded {
     coalesced: bool,
 }
 
+impl Forwarded {
+    /// A request answered without the pool or the cache (see [`LocalMethods`]).
+    pub(crate) fn local(answer: Option<RpcResponse>) -> Self {
+        Self { answer, trace: None, cache: None, coalesced: false }
+    }
+}
+
 /// Response header on a single request's answer that came from an identical request's upstream call.
 const COALESCED_HEADER: &str = "x-chainmux-coalesced";
 
 /// JSON-RPC "method not found", the code nodes answer for a method they do not serve.
-const METHOD_NOT_ALLOWED: i64 = -32601;
+pub(crate) const METHOD_NOT_ALLOWED: i64 = -32601;
 
 /// What an upstream call gave, as every request sharing it receives it.
 pub(crate) type Upstreamed = (Result<Box<RawValue>, RpcError>, CallTrace);
@@ -621,12 +793,31 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
         let answer = (!request.is_notification).then_some(answer);
         return Forwarded { answer, trace: None, cache: None, coalesced: false };
     }
-    // The pool keeps no finalized head that holds for every upstream yet (see `Finality::UNKNOWN`).
-    let finality = Finality::UNKNOWN;
+    let finality = crate::finality::current(state, handle);
     // A notification gets no answer, so a cached one would be of no use to it: it is just forwarded.
-    let cacheable =
-        !request.is_notification && cache_policy::may_cache(kind, &request.method, &request.params, finality);
-    let key = cacheable.then(|| CacheKey::new(chain, &request.method, &request.params));
+    let planned = if request.is_notification {
+        None
+    } else {
+        cache_policy::plan(kind, &request.method, &request.params, finality).map(|params| match params {
+            Cow::Owned(resolved) => Some(resolved),
+            Cow::Borrowed(_) => None,
+        })
+    };
+    // Block tags resolved to numbers make both the key and what is sent upstream, so the answer matches its key.
+    let mut cacheable = planned.is_some();
+    let (params, raw_params) = match planned.flatten() {
+        None => (request.params, request.raw_params),
+        Some(resolved) => match serde_json::value::to_raw_value(&resolved) {
+            Ok(raw) => (resolved, raw),
+            Err(_) => {
+                cacheable = false;
+                (request.params, request.raw_params)
+            }
+        },
+    };
+    // Read before the upstream is asked: an answer that arrives after a reorg eviction is not kept unfinalized.
+    let epoch = state.rpc_cache().epoch();
+    let key = cacheable.then(|| CacheKey::new(chain, &request.method, &params));
     if let Some(key) = &key {
         let cached = state.rpc_cache().get(key);
         let result = if cached.is_some() { "hit" } else { "miss" };
@@ -640,11 +831,10 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
         }
     }
 
-    let (result, trace, role) = if rpc_policy::may_coalesce(kind, &request.method, &request.params) {
-        let coalesce_key =
-            key.clone().unwrap_or_else(|| CacheKey::new(chain, &request.method, &request.params));
+    let (result, trace, role) = if rpc_policy::may_coalesce(kind, &request.method, &params) {
+        let coalesce_key = key.clone().unwrap_or_else(|| CacheKey::new(chain, &request.method, &params));
         let pool = handle.pool.clone();
-        let (method, params) = (request.method.clone(), request.raw_params.clone());
+        let (method, params) = (request.method.clone(), raw_params.clone());
         let call = move || async move { pool.call_traced(&method, &params).await };
         match state.coalescer().run(coalesce_key, call).await {
             (Some((result, trace)), role) => (result, trace, role),
@@ -656,7 +846,7 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
             }
         }
     } else {
-        let (result, trace) = handle.pool.call_traced(&request.method, &request.raw_params).await;
+        let (result, trace) = handle.pool.call_traced(&request.method, &raw_params).await;
         (result, trace, Role::Leader)
     };
     let coalesced = role == Role::Follower;
@@ -666,11 +856,13 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
     let id = request.id;
     let answer = match result {
         Ok(result) => {
+            crate::finality::observe(state, chain, &request.method, &result);
             // A follower's answer is the leader's, which the leader keeps when it qualifies.
             if let Some(key) = key.filter(|_| !coalesced)
-                && cache_policy::keeps(kind, &request.method, &request.params, &result, finality)
+                && let Some(retention) =
+                    cache_policy::retention(kind, &request.method, &params, &result, finality)
             {
-                state.rpc_cache().insert(key, result.clone());
+                state.rpc_cache().insert(chain, key, result.clone(), retention, epoch);
             }
             RpcResponse { jsonrpc: "2.0", id, result: Some(result), error: None }
         }

@@ -929,7 +929,10 @@ async fn a_chain_without_entries_answers_empty_lists() {
     let app = router(AppState::new(store, vec![ChainHandle { spec, pool }], config()));
 
     let events = common::get_ok(&app, EVENTS).await;
-    assert_eq!(events, json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null }));
+    assert_eq!(
+        events,
+        json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null })
+    );
     let contracts = common::get_ok(&app, CONTRACTS).await;
     assert_eq!(
         contracts,

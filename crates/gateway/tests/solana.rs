@@ -454,7 +454,10 @@ async fn solana_bad_parameters_name_the_field() {
     let (status, body) = fx.get(&format!("/v1/chains/{EVM}/transfers?address={alice}")).await;
     assert_eq!((status, &body["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("address")), "{body}");
     let page = fx.get_ok(&format!("/v1/chains/{EVM}/transfers?address={hex20}")).await;
-    assert_eq!(page, json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null }));
+    assert_eq!(
+        page,
+        json!({ "items": [], "next_cursor": null, "indexed_head": null, "finalized_head": null })
+    );
 }
 
 #[tokio::test]

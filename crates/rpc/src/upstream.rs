@@ -172,26 +172,32 @@ pub(crate) enum Eligibility {
 }
 
 /// A snapshot of one upstream for `/v1/chains`, status pages and logs.
-#[derive(Debug, Clone, Serialize)]
+/// Described in the gateway's `/openapi.json`; `Option` fields are always sent (as `null`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamStatus {
     pub name: String,
     /// `healthy`, `down` (last request failed, still routable), `excluded` (with `reason`), or `unknown`
     /// (identity not verified yet).
     pub state: &'static str,
     /// Why the upstream is down or excluded: `wrong chain id …`, `circuit open`, `lagging 14 blocks`, `rate limited`.
+    #[schema(required)]
     pub reason: Option<String>,
     /// Routing score in [0, 1]; higher is better.
     pub score: f64,
     /// Whether this upstream currently gets traffic first.
     pub primary: bool,
     pub breaker: &'static str,
+    #[schema(required)]
     pub latency_p50_ms: Option<f64>,
+    #[schema(required)]
     pub latency_p90_ms: Option<f64>,
     pub error_rate: f64,
     pub throttle_rate: f64,
     /// Latest head height the upstream reported.
+    #[schema(required)]
     pub head: Option<u64>,
     /// Blocks behind the best upstream head.
+    #[schema(required)]
     pub lag: Option<u64>,
     /// Unix seconds of the last state change.
     pub since: u64,

@@ -25,6 +25,20 @@ impl Store {
         .transpose()
     }
 
+    /// The stored blocks of `chain` at `numbers` (those that are indexed, in ascending order): one round trip to
+    /// tell which of many block pointers are still canonical.
+    pub async fn blocks_at(&self, chain: &str, numbers: &[u64]) -> Result<Vec<BlockPtr>> {
+        let numbers = numbers.iter().map(|&n| to_i64(n)).collect::<Result<Vec<i64>>>()?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT number, hash FROM blocks WHERE chain = $1 AND number = ANY($2) ORDER BY number",
+        )
+        .bind(chain)
+        .bind(&numbers)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(number, hash)| crate::read::ptr_from(number, hash)).collect()
+    }
+
     /// The highest stored block of `chain` at or below `number`: where a walk back from `number` lands when the
     /// chain skips numbers (Solana slots without a block).
     pub async fn block_at_or_below(&self, chain: &str, number: u64) -> Result<Option<BlockPtr>> {

@@ -95,6 +95,8 @@ pub struct Config {
     pub chain_keys: Vec<(String, String)>,
     /// `[[chains.contracts]]` entries, in order.
     pub contracts: Vec<ContractEntry>,
+    /// More `[gateway]` keys as `(key, TOML value)`, e.g. `("anonymous_rpc_rps", "0")`.
+    pub gateway_keys: Vec<(String, String)>,
 }
 
 /// Which addresses a [`ContractEntry`] decodes.
@@ -214,6 +216,7 @@ impl Config {
             start_block: 0,
             chain_keys: Vec::new(),
             contracts: Vec::new(),
+            gateway_keys: Vec::new(),
         }
     }
 
@@ -233,6 +236,13 @@ impl Config {
         self
     }
 
+    /// Sets the `[gateway]` key `key` to the TOML value `value` (replacing an earlier setting).
+    pub fn gateway_key(&mut self, key: &str, value: impl ToString) -> &mut Config {
+        self.gateway_keys.retain(|(k, _)| k != key);
+        self.gateway_keys.push((key.to_owned(), value.to_string()));
+        self
+    }
+
     /// Sets the `[[chains]]` key `key` to the TOML value `value` (replacing an earlier setting).
     pub fn chain_key(&mut self, key: &str, value: impl ToString) -> &mut Config {
         self.chain_keys.retain(|(k, _)| k != key);
@@ -246,9 +256,11 @@ impl Config {
             (Some(hash), _) => format!("genesis_hash = {}\n", toml_string(hash)),
             (None, _) => String::new(),
         };
+        let gateway: String =
+            self.gateway_keys.iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
         let mut text = format!(
             "[database]\nurl = {}\nmax_connections = 5\n\n\
-             [gateway]\nlisten = {}\ndrain_delay_ms = {}\n\n\
+             [gateway]\nlisten = {}\ndrain_delay_ms = {}\n{gateway}\n\
              [[chains]]\nname = {}\nkind = {}\n{identity}start_block = {}\nbatch_size = {}\n\
              poll_interval_ms = {}\n",
             toml_string(&self.database_url),
