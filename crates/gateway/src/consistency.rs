@@ -7,6 +7,8 @@
 //! body (`indexed_head`, `finalized_head`), so a client can tell whether what it read is final yet. A single block or
 //! transaction keeps its body the resource itself; its `finality` field says the same per item.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -27,23 +29,62 @@ pub(crate) const FINALIZED_HEAD: HeaderName = HeaderName::from_static("x-chainmu
 
 /// How often a `min_block` wait looks at the store again.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a chain state read from the store answers other requests too. Under load this saves a database round
+/// trip per request; the heads an answer reports are then at most this much older than its rows, which errs the
+/// safe way (an item may say `unfinalized` a moment longer, never `finalized` too early).
+const STATE_REUSE: Duration = Duration::from_millis(50);
+
+/// Each served chain's most recently read state, with when it was read.
+#[derive(Debug, Default)]
+pub(crate) struct RecentStates(Mutex<HashMap<String, (Instant, Option<ChainState>)>>);
+
+impl RecentStates {
+    fn get(&self, chain: &str) -> Option<Option<ChainState>> {
+        let recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (read_at, stored) = recent.get(chain)?;
+        (read_at.elapsed() < STATE_REUSE).then(|| stored.clone())
+    }
+
+    fn put(&self, chain: &str, stored: &Option<ChainState>, read_at: Instant) {
+        let mut recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match recent.get_mut(chain) {
+            Some(entry) if entry.0 >= read_at => {}
+            Some(entry) => *entry = (read_at, stored.clone()),
+            None => {
+                recent.insert(chain.to_owned(), (read_at, stored.clone()));
+            }
+        }
+    }
+}
+
+/// Whether `stored` is indexed to `min_block` (always, without one).
+fn reaches(stored: Option<&ChainState>, min_block: Option<i64>) -> bool {
+    let Some(min_block) = min_block else { return true };
+    let indexed = stored.and_then(|s| s.cursor).map(|c| c.number);
+    indexed.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n >= min_block))
+}
 
 /// The chain's stored state once it is indexed to `min_block` (at once without one); a 503 with `Retry-After`
-/// when that takes longer than `wait`.
+/// when that takes longer than `wait`. `chain` must be a served chain (it keys a cache).
 pub(crate) async fn state_at(
     state: &AppState,
     chain: &str,
     min_block: Option<i64>,
     wait: Duration,
 ) -> Result<Option<ChainState>, AppError> {
+    if let Some(recent) = state.recent_states().get(chain).filter(|s| reaches(s.as_ref(), min_block)) {
+        return Ok(recent);
+    }
     let started = Instant::now();
     loop {
+        let read_at = Instant::now();
         let stored = state.store().chain_state(chain).await?;
-        let Some(min_block) = min_block else { return Ok(stored) };
-        let indexed = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
-        if indexed.is_some_and(|n| i64::try_from(n).is_ok_and(|n| n >= min_block)) {
+        state.recent_states().put(chain, &stored, read_at);
+        if reaches(stored.as_ref(), min_block) {
             return Ok(stored);
         }
+        let Some(min_block) = min_block else { return Ok(stored) };
+        let indexed = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
         if started.elapsed() >= wait {
             let at =
                 indexed.map_or("nothing is indexed yet".to_owned(), |n| format!("the indexed head is {n}"));

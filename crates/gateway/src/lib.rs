@@ -128,6 +128,8 @@ struct Inner {
     sse_slots: Arc<tokio::sync::Semaphore>,
     /// Each chain's `eth_subscribe` hub, started by its first subscriber.
     hubs: std::sync::Mutex<BTreeMap<String, Arc<subscriptions::Hub>>>,
+    /// Chain states just read, reused by REST requests arriving right after.
+    recent_states: consistency::RecentStates,
 }
 
 impl AppState {
@@ -159,6 +161,7 @@ impl AppState {
             access,
             sse_slots,
             hubs: std::sync::Mutex::default(),
+            recent_states: consistency::RecentStates::default(),
         };
         Self { inner: Arc::new(inner), methods: Arc::new(methods), chain_events: Arc::default() }
     }
@@ -227,6 +230,10 @@ impl AppState {
 
     fn access(&self) -> &auth::Access {
         &self.inner.access
+    }
+
+    fn recent_states(&self) -> &consistency::RecentStates {
+        &self.inner.recent_states
     }
 
     fn coalescer(&self) -> &coalesce::Coalescer<rpc_cache::CacheKey, routes::Upstreamed> {
