@@ -422,6 +422,18 @@ async fn anonymous_clients_are_limited_per_ip_with_a_separate_rpc_budget() {
     }
     let over = rpc_with_key(&server, None).await;
     assert_eq!((over.status, over.error_code()), (429, "rate_limited"), "{}", over.body);
+    // Every call of a batch counts: a batch of 3 spends another client's whole burst of 3.
+    let batcher = client_from(Ipv4Addr::new(127, 0, 0, 3));
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
+    let batch = json!([call, call, call]).to_string();
+    let post = |body: String| {
+        batcher.post(server.url("/rpc/local")).header("content-type", "application/json").body(body)
+    };
+    let answered = send(post(batch)).await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(answered.body.as_array().map(Vec::len), Some(3), "{}", answered.body);
+    let after = send(post(call.to_string())).await;
+    assert_eq!((after.status, after.error_code()), (429, "rate_limited"), "{}", after.body);
     // Probes are never limited.
     for _ in 0..5 {
         assert_eq!(get_with_key(&server, "/health", None).await.status, 200);

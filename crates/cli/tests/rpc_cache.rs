@@ -139,12 +139,19 @@ async fn finalized_answers_come_from_the_cache_and_latest_follows_the_head() {
     }
     assert_eq!(split.proxy.received("eth_getBlockByNumber"), 1, "one upstream call for four answers");
 
-    // The `finalized` tag is the floor, resolved before keying: the same entry as the number.
-    let tagged = call(gateway, "eth_getBlockByNumber", json!(["finalized", true])).await;
-    assert_eq!(quantity(&tagged.result()["number"]), floor);
+    // The `finalized` tag names the node's own finalized block: forwarded as it is, never cached.
+    for _ in 0..2 {
+        let tagged = call(gateway, "eth_getBlockByNumber", json!(["finalized", true])).await;
+        let direct = split.eth.request("eth_getBlockByNumber", json!(["finalized", true])).await;
+        assert_eq!((tagged.cache.as_str(), tagged.result()), ("bypass", &direct));
+    }
+    assert_eq!(split.proxy.received("eth_getBlockByNumber"), 3);
+    // A finalized number is cached like the first one.
     let by_number = call(gateway, "eth_getBlockByNumber", json!([hex(floor), true])).await;
-    assert_eq!((by_number.cache.as_str(), &by_number.json), ("hit", &tagged.json));
-    assert_eq!(split.proxy.received("eth_getBlockByNumber"), 2);
+    let again = call(gateway, "eth_getBlockByNumber", json!([hex(floor), true])).await;
+    assert_eq!((by_number.cache.as_str(), again.cache.as_str()), ("miss", "hit"));
+    assert_eq!(again.json, by_number.json);
+    assert_eq!(split.proxy.received("eth_getBlockByNumber"), 4);
 
     // By hash, state at a finalized number, the chain id: one upstream call each.
     let cases = [

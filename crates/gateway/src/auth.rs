@@ -260,6 +260,22 @@ impl<K: Hash + Eq + Clone> Limiters<K> {
         limiter.check_key(client).map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 
+    /// Like [`Self::check`] for `n` requests at once (a JSON-RPC batch). A batch larger than the burst spends the
+    /// whole burst: it could never be admitted otherwise.
+    fn check_n(&self, limit: Limit, client: &K, n: u32) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(n.min(limit.burst.get())) else { return Ok(()) };
+        let limiter = lock(&self.by_quota)
+            .entry(limit)
+            .or_insert_with(|| Arc::new(RateLimiter::hashmap(limit.quota())))
+            .clone();
+        match limiter.check_key_n(client, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(limiter.clock().now())),
+            // Unreachable: `n` is at most the burst.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
     /// Forgets clients whose budget is full again: they behave the same as never seen.
     fn housekeeping(&self) {
         for limiter in lock(&self.by_quota).values() {
@@ -455,6 +471,11 @@ fn auth_failure(reason: &'static str) -> Response {
 fn rate_limited(scope: &'static str, kind: RouteKind, wait: Duration) -> Response {
     metrics::counter!("chainmux_rate_limited_total", "scope" => scope, "route_kind" => kind.label())
         .increment(1);
+    too_many_requests(wait)
+}
+
+/// 429 with `Retry-After` for a request whose budget is empty for `wait`.
+pub(crate) fn too_many_requests(wait: Duration) -> Response {
     // Whole seconds, rounded up, at least 1: a client retrying after `Retry-After` then always succeeds.
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
@@ -558,9 +579,15 @@ impl RpcCharge {
         }
     }
 
-    /// Spends one request of the `/rpc` budget; `Err(wait)` (counted as a refusal) when it is empty.
-    pub(crate) fn charge_rpc(&self, state: &AppState) -> Result<(), Duration> {
-        let result = self.check(state.access(), RouteKind::Rpc);
+    /// Spends `n` requests of the `/rpc` budget (each call of a batch counts); `Err(wait)` (counted as a refusal)
+    /// when there are not that many left.
+    pub(crate) fn charge_rpc_n(&self, state: &AppState, n: u32) -> Result<(), Duration> {
+        let Some(limit) = self.limit else { return Ok(()) };
+        let access = state.access();
+        let result = match self.client {
+            Client::Key(id) => access.keys.check_n(limit, &(id, RouteKind::Rpc), n),
+            Client::Ip(ip) => access.ips.check_n(limit, &(ip, RouteKind::Rpc), n),
+        };
         if result.is_err() {
             metrics::counter!("chainmux_rate_limited_total", "scope" => self.client.scope(), "route_kind" => "rpc")
                 .increment(1);

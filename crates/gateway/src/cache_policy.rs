@@ -126,7 +126,8 @@ mod evm {
     /// A `0x` quantity without excess: what nodes accept as a block number.
     fn quantity(value: &Value) -> Option<u64> {
         let hex = value.as_str()?.strip_prefix("0x")?;
-        if hex.is_empty() || hex.len() > 16 {
+        // Leading zeros are refused by geth ("hex number with leading zero digits"): left to the node to refuse.
+        if hex.is_empty() || hex.len() > 16 || (hex.len() > 1 && hex.starts_with('0')) {
             return None;
         }
         u64::from_str_radix(hex, 16).ok()
@@ -148,8 +149,10 @@ mod evm {
         match block {
             Value::String(tag) => match tag.as_str() {
                 "latest" => finality.head,
-                "safe" => finality.safe,
-                "finalized" => finality.finalized,
+                // Forwarded as they are, uncached: the node's own `safe`/`finalized` blocks are what a client
+                // asking by tag expects, and the gateway's floor (the indexer's finality rule, read every
+                // refresh, capped by the slowest upstream) may be an older block than the node would name.
+                "safe" | "finalized" => None,
                 "earliest" => Some(0),
                 "pending" => None,
                 _ => quantity(block),
@@ -209,8 +212,15 @@ mod evm {
             return None;
         }
         let latest = Value::String("latest".to_owned());
-        let from = resolve(filter.get("fromBlock").unwrap_or(&latest), finality)?;
-        let to = resolve(filter.get("toBlock").unwrap_or(&latest), finality)?;
+        // A log filter's ends are quantities or tags only (no EIP-1898 objects): anything else is the node's to
+        // refuse, so it is forwarded untouched.
+        let end = |name: &str| match filter.get(name) {
+            None => Some(&latest),
+            Some(tag @ Value::String(_)) => Some(tag),
+            Some(_) => None,
+        };
+        let from = resolve(end("fromBlock")?, finality)?;
+        let to = resolve(end("toBlock")?, finality)?;
         if from > to || !answerable(to, finality) {
             return None;
         }
@@ -500,8 +510,9 @@ mod tests {
     fn evm_block_tags_are_resolved_to_numbers() {
         let block = |tag: &str| evm_plan("eth_getBlockByNumber", json!([tag, true]));
         assert_eq!(block("latest"), Some(json!(["0x78", true])));
-        assert_eq!(block("safe"), Some(json!(["0x6e", true])));
-        assert_eq!(block("finalized"), Some(json!(["0x64", true])));
+        assert_eq!(block("safe"), None, "the node names its own safe block");
+        assert_eq!(block("finalized"), None, "the node names its own finalized block");
+        assert_eq!(block("0x02"), None, "leading zeros are the node's to refuse");
         assert_eq!(block("earliest"), Some(json!(["0x0", true])));
         assert_eq!(block("0x2a"), Some(json!(["0x2a", true])));
         assert_eq!(block("pending"), None, "pending state is never cached");
@@ -518,8 +529,9 @@ mod tests {
         let call = json!({"to": ADDR, "data": "0x"});
         assert_eq!(evm_plan("eth_call", json!([call])), Some(json!([call, "0x78"])));
         assert_eq!(evm_plan("eth_call", json!([call, "pending"])), None);
+        assert_eq!(evm_plan("eth_getStorageAt", json!([ADDR, "0x0", "finalized"])), None);
         assert_eq!(
-            evm_plan("eth_getStorageAt", json!([ADDR, "0x0", "finalized"])),
+            evm_plan("eth_getStorageAt", json!([ADDR, "0x0", "0x64"])),
             Some(json!([ADDR, "0x0", "0x64"]))
         );
         assert_eq!(evm_plan("eth_getBlockByNumber", json!([])), None, "the block is not optional");
@@ -531,7 +543,7 @@ mod tests {
 
     #[test]
     fn evm_log_ranges_are_resolved_and_depend_on_their_end() {
-        let filter = json!({"address": ADDR, "fromBlock": "0x10", "toBlock": "finalized"});
+        let filter = json!({"address": ADDR, "fromBlock": "0x10", "toBlock": "0x64"});
         let planned = evm_plan("eth_getLogs", json!([filter])).expect("cacheable");
         assert_eq!(planned, json!([{"address": ADDR, "fromBlock": "0x10", "toBlock": "0x64"}]));
         assert_eq!(
@@ -548,6 +560,11 @@ mod tests {
         assert_eq!(evm_plan("eth_getLogs", json!([{"fromBlock": "0x10", "toBlock": "pending"}])), None);
         assert_eq!(evm_plan("eth_getLogs", json!([{"fromBlock": "0x11", "toBlock": "0x10"}])), None);
         assert_eq!(evm_plan("eth_getLogs", json!([{"blockHash": HASH}])), None);
+        assert_eq!(
+            evm_plan("eth_getLogs", json!([{"toBlock": {"blockNumber": "0x10"}}])),
+            None,
+            "not a filter end"
+        );
     }
 
     #[test]

@@ -72,18 +72,23 @@ pub(crate) async fn state_at(
     min_block: Option<i64>,
     wait: Duration,
 ) -> Result<Option<ChainState>, AppError> {
-    if let Some(recent) = state.recent_states().get(chain).filter(|s| reaches(s.as_ref(), min_block)) {
-        return Ok(recent);
-    }
     let started = Instant::now();
     loop {
-        let read_at = Instant::now();
-        let stored = state.store().chain_state(chain).await?;
-        state.recent_states().put(chain, &stored, read_at);
-        if reaches(stored.as_ref(), min_block) {
+        // A state read in the last moments by any request serves this one too; so requests waiting for
+        // `min_block` poll the store once per reuse period between them, not each one per poll.
+        let stored = match state.recent_states().get(chain) {
+            Some(recent) => recent,
+            None => {
+                let read_at = Instant::now();
+                let stored = state.store().chain_state(chain).await?;
+                state.recent_states().put(chain, &stored, read_at);
+                stored
+            }
+        };
+        // Only a request waiting for `min_block` gets past this point.
+        let Some(min_block) = min_block.filter(|_| !reaches(stored.as_ref(), min_block)) else {
             return Ok(stored);
-        }
-        let Some(min_block) = min_block else { return Ok(stored) };
+        };
         let indexed = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
         if started.elapsed() >= wait {
             let at =

@@ -573,6 +573,7 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 pub(crate) async fn rpc(
     State(state): State<AppState>,
     Path(chain): Path<String>,
+    charge: Option<axum::Extension<crate::auth::RpcCharge>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let handle = match state.chain(&chain) {
@@ -592,6 +593,13 @@ pub(crate) async fn rpc(
             return json_response(StatusCode::OK, &RpcResponse::error(Value::Null, -32700, "Parse error"));
         }
     };
+    // The middleware charged the request as one call; every further call of a batch counts too.
+    if let (Some(axum::Extension(charge)), Value::Array(items)) = (&charge, &request)
+        && items.len() > 1
+        && let Err(wait) = charge.charge_rpc_n(&state, u32::try_from(items.len() - 1).unwrap_or(u32::MAX))
+    {
+        return crate::auth::too_many_requests(wait);
+    }
     match answer_message(&state, &handle, request, &mut |_| None).await {
         Reply::Refused(answer) => json_response(StatusCode::OK, &answer),
         Reply::Batch(answers) if answers.is_empty() => StatusCode::NO_CONTENT.into_response(),
@@ -713,7 +721,8 @@ pub(crate) fn validate(request: Value) -> Result<ValidRequest, RpcResponse> {
         return Err(RpcResponse::error(id, -32600, "Invalid Request: method must be a string"));
     };
     let params = match request.remove("params") {
-        None => Value::Array(Vec::new()),
+        // geth takes `"params": null` as no params, like an absent member.
+        None | Some(Value::Null) => Value::Array(Vec::new()),
         Some(params @ (Value::Array(_) | Value::Object(_))) => params,
         Some(_) => {
             return Err(RpcResponse::error(id, -32602, "Invalid params: must be an array or an object"));

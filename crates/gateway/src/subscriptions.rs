@@ -35,6 +35,9 @@ const HEADER_ATTEMPTS: u32 = 3;
 const HEADER_RETRY: Duration = Duration::from_millis(200);
 /// Most topic positions a filter may constrain, as geth allows.
 const MAX_TOPICS: usize = 4;
+/// Most addresses, and most alternatives at one topic position, a filter may list (geth's limits too): a
+/// subscription's filter stays small however large the message carrying it.
+const MAX_ALTERNATIVES: usize = 1000;
 
 /// One block as subscribers see it.
 #[derive(Debug)]
@@ -295,6 +298,9 @@ impl LogFilter {
         let addresses = match fields.get("address") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(one)) => vec![address(one).ok_or("invalid logs filter: invalid address")?],
+            Some(Value::Array(many)) if many.len() > MAX_ALTERNATIVES => {
+                return Err(format!("invalid logs filter: more than {MAX_ALTERNATIVES} addresses"));
+            }
             Some(Value::Array(many)) => many
                 .iter()
                 .enumerate()
@@ -346,6 +352,9 @@ fn topic_position(index: usize, position: &Value) -> Result<Vec<B256>, String> {
     match position {
         Value::Null => Ok(Vec::new()),
         Value::String(one) => Ok(vec![topic(one)?]),
+        Value::Array(any) if any.len() > MAX_ALTERNATIVES => Err(format!(
+            "invalid logs filter: more than {MAX_ALTERNATIVES} alternatives for the topic at index {index}"
+        )),
         Value::Array(any) => {
             let mut topics = Vec::with_capacity(any.len());
             for value in any {
@@ -409,5 +418,10 @@ mod tests {
         assert!(err(json!({"blockHash": hex(1, 32)})).contains("blockHash"));
         assert!(err(json!({"fromBlock": "0x1"})).contains("fromBlock"));
         assert!(err(json!(5)).contains("expected an object"));
+        let many = |n: usize| (0..n).map(|i| hex((i % 250) as u8, 20)).collect::<Vec<_>>();
+        assert!(err(json!({"address": many(1001)})).contains("more than 1000 addresses"));
+        assert!(LogFilter::parse(Some(&json!({"address": many(1000)}))).is_ok());
+        let topics = (0..1001).map(|i| hex((i % 250) as u8, 32)).collect::<Vec<_>>();
+        assert!(err(json!({"topics": [null, topics]})).contains("alternatives for the topic at index 1"));
     }
 }

@@ -281,8 +281,13 @@ impl Connection {
                 return self.send_answer(&RpcResponse::error(Value::Null, -32700, "Parse error")).await;
             }
         };
+        // Each call of a batch counts, as over HTTP.
+        let cost = match &request {
+            Value::Array(items) => u32::try_from(items.len()).unwrap_or(u32::MAX).max(1),
+            _ => 1,
+        };
         if let Some(charge) = &self.charge
-            && let Err(wait) = charge.charge_rpc(&self.state)
+            && let Err(wait) = charge.charge_rpc_n(&self.state, cost)
         {
             let id = request.get("id").cloned().unwrap_or(Value::Null);
             let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);

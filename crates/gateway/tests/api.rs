@@ -646,6 +646,11 @@ async fn rpc_single_requests_echo_their_id() {
     assert_eq!(body, Some(json!({ "jsonrpc": "2.0", "id": null, "result": "0x7a69" })));
     let (status, body) = fx.rpc("local", r#"{"jsonrpc":"2.0","method":"eth_chainId","params":[]}"#).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, None));
+    // `"params": null` means no params, as geth takes it.
+    let (status, body) =
+        fx.rpc("local", r#"{"jsonrpc":"2.0","id":3,"method":"eth_chainId","params":null}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, Some(json!({ "jsonrpc": "2.0", "id": 3, "result": "0x7a69" })));
 
     // The upstream's own error for bad params, with the caller's id.
     let (status, body) = fx
