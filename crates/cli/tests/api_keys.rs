@@ -434,6 +434,15 @@ async fn anonymous_clients_are_limited_per_ip_with_a_separate_rpc_budget() {
     assert_eq!(answered.body.as_array().map(Vec::len), Some(3), "{}", answered.body);
     let after = send(post(call.to_string())).await;
     assert_eq!((after.status, after.error_code()), (429, "rate_limited"), "{}", after.body);
+    // Made-up keys spend the sender's anonymous budget before they reach the database: 403, 403, then 429.
+    let guesser = client_from(Ipv4Addr::new(127, 0, 0, 4));
+    let mut statuses = Vec::new();
+    for guess in 0..3u8 {
+        let made_up = format!("cmx_{}", format!("{guess:02x}").repeat(32));
+        let request = guesser.get(server.url("/v1/chains")).header("x-api-key", made_up);
+        statuses.push(send(request).await.status);
+    }
+    assert_eq!(statuses, [403, 403, 429]);
     // Probes are never limited.
     for _ in 0..5 {
         assert_eq!(get_with_key(&server, "/health", None).await.status, 200);

@@ -5,7 +5,7 @@
 //! before any handler sees the query, so REST handlers, which reject unknown parameters, never see it. `/health`,
 //! `/ready`, `/metrics` and `/openapi.json` are always open.
 //!
-//! Keys are looked up by their SHA-256 and the answer (found, revoked, or unknown) is cached for
+//! Keys are looked up by their SHA-256 and the answer for a key that exists (usable or revoked) is cached for
 //! [`AccessConfig::key_cache_ttl`]; a revoked key therefore keeps working for up to that long on a gateway that
 //! saw it shortly before.
 //!
@@ -430,15 +430,19 @@ fn percent_decode(value: &str) -> String {
 /// The address whose anonymous budget a request spends.
 fn client_ip(request: &Request, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for {
-        // The last entry is the one the proxy in front of us appended; earlier ones are the client's to invent.
+        // Only the last entry, the one the proxy in front of us appended: earlier ones are the client's to invent,
+        // so an unparseable last entry falls back to the peer rather than to them.
         let forwarded = request
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .rev()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.rsplit(','))
-            .find_map(|entry| entry.trim().parse::<IpAddr>().ok());
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .and_then(|entry| {
+                entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            });
         if let Some(ip) = forwarded {
             return ip;
         }
@@ -511,13 +515,25 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
             let hash = key.hash();
             let found = match access.cached(&hash) {
                 Some(found) => found,
-                None => match state.store().api_key_by_hash(&hash).await {
-                    Ok(found) => {
-                        access.remember(hash, found);
-                        found
+                None => {
+                    // A lookup the cache cannot answer spends the client IP's anonymous budget first: made-up keys
+                    // reach the database no faster than an anonymous client may call.
+                    let ip = client_ip(&request, config.trust_forwarded_for);
+                    let lookup = RpcCharge { client: Client::Ip(ip), limit: kind.pick(config.anonymous) };
+                    if let Err(wait) = lookup.check(access, kind) {
+                        return rate_limited("ip", kind, wait);
                     }
-                    Err(err) => return AppError::Store(err).into_response(),
-                },
+                    match state.store().api_key_by_hash(&hash).await {
+                        Ok(found) => {
+                            // Only keys that exist are remembered, so made-up ones cannot crowd them out.
+                            if found.is_some() {
+                                access.remember(hash, found);
+                            }
+                            found
+                        }
+                        Err(err) => return AppError::Store(err).into_response(),
+                    }
+                }
             };
             match found {
                 None => return auth_failure("unknown"),
@@ -599,6 +615,30 @@ impl RpcCharge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_last_forwarded_entry_is_trusted() {
+        let peer: SocketAddr = "10.0.0.1:4000".parse().expect("address");
+        let ip = |values: &[&str], trust: bool| {
+            let mut builder = Request::builder().uri("/v1/chains");
+            for value in values {
+                builder = builder.header("x-forwarded-for", *value);
+            }
+            let mut request = builder.body(axum::body::Body::empty()).expect("request");
+            request.extensions_mut().insert(ConnectInfo(peer));
+            client_ip(&request, trust)
+        };
+        let proxied: IpAddr = "203.0.113.9".parse().expect("address");
+        assert_eq!(ip(&["203.0.113.9"], false), peer.ip(), "not trusted unless configured");
+        assert_eq!(ip(&["1.1.1.1, 203.0.113.9"], true), proxied);
+        assert_eq!(ip(&["1.1.1.1", "203.0.113.9:5678"], true), proxied, "last header, with a port");
+        assert_eq!(
+            ip(&["1.1.1.1, unknown"], true),
+            peer.ip(),
+            "a bad last entry never falls back to earlier ones"
+        );
+        assert_eq!(ip(&[], true), peer.ip());
+    }
 
     #[test]
     fn keys_round_trip_through_their_text() {
