@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chainmux_core::U256;
 use chainmux_testkit::{Anvil, Eth, FaultProxy, TestDb};
-use common::{Chainmux, Config, http, quantity, rpc_request, wait_synced};
+use common::{Chainmux, Config, quantity, rpc_request, wait_synced};
 use serde_json::{Value, json};
 
 const CHAIN: &str = "local";
@@ -42,24 +42,11 @@ impl Answer {
 }
 
 async fn call(chainmux: &Chainmux, method: &str, params: Value) -> Answer {
-    let url = chainmux.url(&format!("/rpc/{CHAIN}"));
-    let body = rpc_request(7, method, params);
-    let response = http()
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("POST {url} {body}: {err}"));
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response.headers().get(name).map(|v| v.to_str().expect("ASCII").to_owned()).unwrap_or_default()
-    };
+    let (headers, json) = chainmux.rpc_with_headers(&rpc_request(7, method, params)).await;
+    let header =
+        |name: &str| headers.get(name).map(|v| v.to_str().expect("ASCII").to_owned()).unwrap_or_default();
     let (cache, upstream) = (header("x-chainmux-cache"), header("x-chainmux-upstream"));
-    let text = response.text().await.unwrap_or_else(|err| panic!("POST {url}: reading the body: {err}"));
-    assert_eq!(status, 200, "POST {url} {body}: {text}");
-    let json: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"));
-    assert_eq!(json["id"], 7, "the id is the request's, also on a hit: {text}");
+    assert_eq!(json["id"], 7, "the id is the request's, also on a hit: {json}");
     Answer { cache, upstream, json }
 }
 

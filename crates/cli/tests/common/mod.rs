@@ -565,6 +565,11 @@ impl Chainmux {
 
     /// `POST /rpc/{chain}` with `body`; the answer must be 200 with JSON.
     pub async fn rpc(&self, body: &Value) -> Value {
+        self.rpc_with_headers(body).await.1
+    }
+
+    /// Like [`Chainmux::rpc`], with the answer's headers.
+    pub async fn rpc_with_headers(&self, body: &Value) -> (reqwest::header::HeaderMap, Value) {
         let url = self.url(&format!("/rpc/{}", self.chain));
         let response = http()
             .post(&url)
@@ -574,9 +579,12 @@ impl Chainmux {
             .await
             .unwrap_or_else(|err| panic!("POST {url}: {err}"));
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_else(|err| panic!("POST {url}: reading the body: {err}"));
         assert_eq!(status, 200, "POST {url} {body}: {text}");
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("POST {url}: not JSON ({err}): {text}"))
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|err| panic!("POST {url}: not JSON ({err}): {text}"));
+        (headers, json)
     }
 }
 
