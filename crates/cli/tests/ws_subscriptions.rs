@@ -519,6 +519,15 @@ async fn each_message_spends_the_rpc_budget() {
         assert_eq!(answer["error"]["code"], -32005, "{answer}");
         assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("retry in")), "{answer}");
     }
+    // A batch costs one call per element; refused, it is still answered as a batch, each element with its id.
+    let call = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "eth_chainId", "params": []});
+    let batch = ws.exchange(&json!([call(100), call(101)])).await;
+    let answers = batch.as_array().unwrap_or_else(|| panic!("a batch gets an array: {batch}"));
+    assert_eq!(answers.iter().map(|a| a["id"].clone()).collect::<Vec<_>>(), [json!(100), json!(101)]);
+    assert!(
+        answers.iter().any(|a| a["error"]["code"] == -32005),
+        "an emptied 1/s budget has no room for two calls: {batch}"
+    );
     // A refusal does not close the connection: the next message is still answered, with its own id.
     let answer = ws.call("eth_chainId", json!([])).await;
     assert!(answer["result"] == "0x7a69" || answer["error"]["code"] == -32005, "{answer}");

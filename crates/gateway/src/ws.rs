@@ -275,25 +275,35 @@ impl Connection {
         text: &str,
         calls: &mut JoinSet<()>,
     ) -> Result<(), Close> {
-        let request: Value = match serde_json::from_str(text) {
-            Ok(request) => request,
-            Err(_) => {
-                return self.send_answer(&RpcResponse::error(Value::Null, -32700, "Parse error")).await;
-            }
-        };
-        // Each call of a batch counts, as over HTTP.
+        let request: Option<Value> = serde_json::from_str(text).ok();
+        // Each call of a batch counts, as over HTTP; so does a message that is not even JSON.
         let cost = match &request {
-            Value::Array(items) => u32::try_from(items.len()).unwrap_or(u32::MAX).max(1),
+            Some(Value::Array(items)) => u32::try_from(items.len()).unwrap_or(u32::MAX).max(1),
             _ => 1,
         };
         if let Some(charge) = &self.charge
             && let Err(wait) = charge.charge_rpc_n(&self.state, cost)
         {
-            let id = request.get("id").cloned().unwrap_or(Value::Null);
             let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            let message = format!("rate limit exceeded; retry in {seconds} s");
-            return self.send_answer(&RpcResponse::error(id, LIMIT_EXCEEDED, message)).await;
+            let refusal = |id: Value| {
+                RpcResponse::error(id, LIMIT_EXCEEDED, format!("rate limit exceeded; retry in {seconds} s"))
+            };
+            let id_of = |request: &Value| request.get("id").cloned().unwrap_or(Value::Null);
+            // A batch is answered as a batch: one refusal per call, with its id.
+            return match &request {
+                Some(Value::Array(items)) if !items.is_empty() => {
+                    let answers: Vec<_> = items.iter().map(|item| refusal(id_of(item))).collect();
+                    match serde_json::to_string(&answers) {
+                        Ok(text) => self.send(text).await,
+                        Err(_) => Ok(()),
+                    }
+                }
+                other => self.send_answer(&refusal(other.as_ref().map_or(Value::Null, id_of))).await,
+            };
         }
+        let Some(request) = request else {
+            return self.send_answer(&RpcResponse::error(Value::Null, -32700, "Parse error")).await;
+        };
         let touches_subscriptions = match &request {
             Value::Array(items) => items.iter().any(is_subscription_method),
             single => is_subscription_method(single),
