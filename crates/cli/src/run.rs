@@ -91,6 +91,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             max_page_size: u32::try_from(config.gateway.max_page_size).unwrap_or(u32::MAX),
             min_block_wait: config.gateway.min_block_wait(),
             max_sse_streams: config.gateway.max_sse_streams,
+            max_ws_connections: config.gateway.max_ws_connections,
             access: crate::keys::access_config(&config.gateway),
             rpc_cache: chainmux_gateway::RpcCacheLimits {
                 max_entries: config.gateway.rpc_cache_max_entries,

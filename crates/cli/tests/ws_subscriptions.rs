@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chainmux_core::U256;
 use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb, contracts};
@@ -560,9 +560,9 @@ async fn a_client_that_stops_reading_is_dropped_alone() {
         reader.until_head(&heads, head).await;
     }
     let labels = [("chain", "local"), ("reason", "slow_client")];
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while chainmux.metric("chainmux_ws_closed_total", &labels).await.is_none() {
-        assert!(std::time::Instant::now() < deadline, "the stalled client was never dropped");
+        assert!(Instant::now() < deadline, "the stalled client was never dropped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // What had reached the stalled client's socket is readable, then the connection ends, short of every log.
@@ -609,4 +609,33 @@ async fn shutdown_closes_sockets_with_try_again_later() {
     assert_eq!(code, Some(1013), "close code");
     let status = chainmux.wait_exit(Duration::from_secs(20)).await;
     assert!(status.is_some_and(|s| s.success()), "chainmux did not stop with a socket open: {status:?}");
+}
+
+/// Upgrades beyond `gateway.max_ws_connections` are refused with 503; a closed connection frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused() {
+    let anvil = Anvil::spawn().await;
+    let db = TestDb::create().await;
+    let mut config = Config::new(&db.url, &[("primary", &anvil.url)]);
+    config.run_args.push("--no-indexer");
+    config.gateway_key("max_ws_connections", 1);
+    let chainmux = Chainmux::start(&config).await;
+    let mut first = Ws::connect(&chainmux).await;
+    assert_eq!(first.call("eth_chainId", json!([])).await["result"], "0x7a69");
+    assert_eq!(refused_status(Ws::try_connect(&chainmux, "", None).await), 503);
+    first.stream.close(None).await.unwrap_or_else(|err| panic!("closing: {err}"));
+    drop(first);
+    // The slot is freed once the server has seen the close.
+    let started = Instant::now();
+    let mut second = loop {
+        match Ws::try_connect(&chainmux, "", None).await {
+            Ok(ws) => break ws,
+            Err(err) => {
+                assert_eq!(refused_status(Err(err)), 503);
+                assert!(started.elapsed() < RECV_TIMEOUT, "the closed connection's slot was never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(second.call("eth_chainId", json!([])).await["result"], "0x7a69");
 }

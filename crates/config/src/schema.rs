@@ -31,6 +31,8 @@ const DEFAULT_MIN_BLOCK_WAIT_MS: u64 = 10_000;
 /// Each live feed holds a connection and wakes on every indexed batch; a thousand is cheap, many more wants a
 /// dedicated fan-out.
 const DEFAULT_MAX_SSE_STREAMS: usize = 1000;
+/// A WebSocket holds a connection, a writer task and a queue of up to 1,024 messages; ten thousand fit in memory.
+const DEFAULT_MAX_WS_CONNECTIONS: usize = 10_000;
 /// Anonymous clients (per IP) get a modest budget; JSON-RPC clients (wallets, libraries polling) make more calls
 /// per page view than REST readers, hence the larger RPC budget. Keys get more than anonymous clients.
 const DEFAULT_ANONYMOUS_RPS: u32 = 50;
@@ -157,6 +159,9 @@ pub struct GatewayConfig {
     /// Most live feeds (`/v1/chains/{chain}/…/stream`, Server-Sent Events) open at once; more get 503. Default 1000,
     /// range 1..=100000.
     pub max_sse_streams: usize,
+    /// Most WebSocket connections (`GET /rpc/{chain}`) open at once; more upgrades get 503. Default 10000, range
+    /// 1..=1000000.
+    pub max_ws_connections: usize,
     /// Refuse requests without an API key (401); `/health`, `/ready` and `/metrics` stay open. Default false.
     pub require_api_key: bool,
     /// Requests per second of each client IP sending no key, on every route but `/rpc`; 0 = no limit. Default 50.
@@ -202,6 +207,7 @@ impl Default for GatewayConfig {
             drain_delay_ms: DEFAULT_DRAIN_DELAY_MS,
             min_block_wait_ms: DEFAULT_MIN_BLOCK_WAIT_MS,
             max_sse_streams: DEFAULT_MAX_SSE_STREAMS,
+            max_ws_connections: DEFAULT_MAX_WS_CONNECTIONS,
             require_api_key: false,
             anonymous_rps: DEFAULT_ANONYMOUS_RPS,
             anonymous_burst: DEFAULT_ANONYMOUS_BURST,

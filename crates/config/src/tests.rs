@@ -181,6 +181,7 @@ fn full_example_parses_with_values_and_defaults() {
             drain_delay_ms: 250,
             min_block_wait_ms: 2500,
             max_sse_streams: 1000,
+            max_ws_connections: 10_000,
             require_api_key: true,
             anonymous_rps: 0,
             anonymous_burst: 1,

@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub min_block_wait: Duration,
     /// Most live feeds (`…/stream`, Server-Sent Events) open at once; more are refused with 503.
     pub max_sse_streams: usize,
+    /// Most WebSocket connections open at once; more upgrades are refused with 503.
+    pub max_ws_connections: usize,
     /// API keys, rate limits and CORS; open by default (see [`AccessConfig`]).
     pub access: AccessConfig,
     /// Bounds and unfinalized TTL of the JSON-RPC response cache.
@@ -84,6 +86,7 @@ impl Default for GatewayConfig {
             default_page_size: 100,
             min_block_wait: Duration::from_secs(10),
             max_sse_streams: 1000,
+            max_ws_connections: 10_000,
             access: AccessConfig::default(),
             rpc_cache: RpcCacheLimits::default(),
         }
@@ -126,6 +129,8 @@ struct Inner {
     access: auth::Access,
     /// One permit per open live feed, so their number stays bounded.
     sse_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per open WebSocket.
+    ws_slots: Arc<tokio::sync::Semaphore>,
     /// Each chain's `eth_subscribe` hub, started by its first subscriber.
     hubs: std::sync::Mutex<BTreeMap<String, Arc<subscriptions::Hub>>>,
     /// Chain states just read, reused by REST requests arriving right after.
@@ -148,6 +153,9 @@ impl AppState {
         let sse_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_sse_streams.min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let ws_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_ws_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let inner = Inner {
             store,
             chains,
@@ -160,6 +168,7 @@ impl AppState {
             coalescer: coalesce::Coalescer::default(),
             access,
             sse_slots,
+            ws_slots,
             hubs: std::sync::Mutex::default(),
             recent_states: consistency::RecentStates::default(),
         };

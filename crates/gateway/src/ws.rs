@@ -71,11 +71,17 @@ pub(crate) async fn upgrade(
     if state.is_draining() {
         return crate::AppError::Unavailable("draining: shutting down".into()).into_response();
     }
+    // Held for the connection's life.
+    let Ok(slot) = state.inner.ws_slots.clone().try_acquire_owned() else {
+        let max = state.config().max_ws_connections;
+        let message = format!("too many WebSocket connections open (at most {max}); retry later");
+        return crate::AppError::Unavailable(message).into_response();
+    };
     let max = state.config().max_body_bytes;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| serve(state, handle, charge.map(|Extension(charge)| charge), socket))
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        serve(state, handle, charge.map(|Extension(charge)| charge), socket).await;
+        drop(slot);
+    })
 }
 
 /// Why the server ends a connection.
