@@ -3,6 +3,9 @@
 
 mod chains;
 mod keys;
+#[cfg(feature = "otlp")]
+mod otlp;
+mod progress;
 mod run;
 mod status;
 
@@ -56,20 +59,59 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Show chains and upstreams of a running chainmux as a table.
+    /// Show chains, upstreams and recent incidents of a running chainmux (`/v1/status`) as tables.
     Status {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
     },
 }
 
-fn init_tracing(format: LogFormat) {
+/// What must live until the end of `main`: with the `otlp` feature, the exporter flushes its last spans on drop.
+#[derive(Default)]
+struct TelemetryGuard {
+    #[cfg(feature = "otlp")]
+    _otlp: Option<otlp::Guard>,
+}
+
+/// `progress`: whether this command may show progress bars (when stderr is a terminal); `otlp_endpoint`:
+/// `[telemetry] otlp_endpoint` of `run`'s config.
+fn init_tracing(
+    format: LogFormat,
+    progress: bool,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<TelemetryGuard> {
+    use tracing_subscriber::prelude::*;
+
+    if progress {
+        progress::init(matches!(format, LogFormat::Json));
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHAINMUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Pretty => builder.compact().init(),
+    // Plain stderr unless progress bars are shown, then log lines go above them.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(progress::LogWriter);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_current_span(true).boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    {
+        let (otlp, guard) = match otlp_endpoint {
+            Some(endpoint) => otlp::layer(endpoint).map(|(layer, guard)| (Some(layer), Some(guard)))?,
+            None => (None, None),
+        };
+        registry.with(otlp).init();
+        Ok(TelemetryGuard { _otlp: guard })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        if otlp_endpoint.is_some() {
+            tracing::warn!(
+                "telemetry.otlp_endpoint is set, but this chainmux was built without the `otlp` feature: no export"
+            );
+        }
+        Ok(TelemetryGuard::default())
     }
 }
 
@@ -83,9 +125,24 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest is built without a bundled crypto backend; ring is the process default. `Err` = already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_tracing(cli.log_format);
+    // `run` reads its config before logging starts: `[telemetry]` configures the logging itself.
+    let run_config = match &cli.command {
+        Command::Run { config, .. } => Some(load_config(config)),
+        _ => None,
+    };
+    let otlp_endpoint =
+        run_config.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.telemetry.otlp_endpoint.clone());
+    let _telemetry = match init_tracing(cli.log_format, run_config.is_some(), otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Run { config, no_indexer, no_gateway } => match load_config(&config) {
+        Command::Run { config, no_indexer, no_gateway } => match run_config
+            .unwrap_or_else(|| load_config(&config))
+        {
             Ok(config) => run::run(config, run::Roles { indexer: !no_indexer, gateway: !no_gateway }).await,
             Err(err) => Err(err),
         },

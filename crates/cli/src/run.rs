@@ -36,6 +36,9 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     }
 
     let mut indexers = JoinSet::new();
+    if roles.indexer {
+        crate::progress::spawn_renderer(shutdown.child_token());
+    }
     // Each indexed chain's event channel, which the gateway's live feeds and cache eviction subscribe to.
     let mut chain_events = Vec::new();
     if roles.indexer {
@@ -46,6 +49,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                 poll_interval: chain_config.poll_interval(),
                 max_reorg_depth: chain_config.max_reorg_depth,
                 finality_confirmations: chain_config.finality_confirmations,
+                progress_board: crate::progress::board(),
                 ..IndexerConfig::default()
             };
             let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);
@@ -108,6 +112,11 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                 |(pattern, err)| anyhow::anyhow!("chains {:?} methods {pattern:?}: {err}", chain.name),
             )?;
             state = state.with_method_policy(&chain.name, policy);
+            let threshold = chainmux_gateway::HealthThreshold {
+                max_lag_blocks: chain.health_max_lag_blocks(),
+                max_lag: std::time::Duration::from_secs(chain.health_max_lag_seconds),
+            };
+            state = state.with_health_threshold(&chain.name, threshold);
         }
         for (chain, events) in chain_events {
             state = state.with_chain_events(&chain, events);

@@ -1,7 +1,13 @@
-//! `chainmux status`: the gateway's `/v1/chains` as a terminal table.
+//! `chainmux status`: the gateway's `/v1/status` as terminal tables (chains, upstreams, recent incidents), in
+//! colour when stdout is a terminal (and `NO_COLOR` is unset).
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use serde_json::Value;
+
+/// Incidents shown; `/v1/status` keeps more.
+const INCIDENTS_SHOWN: usize = 20;
 
 fn cell(value: &Value) -> String {
     match value {
@@ -11,8 +17,48 @@ fn cell(value: &Value) -> String {
     }
 }
 
+fn number(value: &Value, format: fn(f64) -> String) -> String {
+    value.as_f64().map_or_else(|| "-".to_owned(), format)
+}
+
+/// Wraps already padded text in an ANSI colour when `on`; padding first keeps the columns aligned.
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn state(&self, padded: String, state: &str) -> String {
+        let code = match state.trim() {
+            "healthy" | "ok" | "closed" => "32",
+            "down" | "half_open" | "unknown" => "33",
+            "excluded" | "unhealthy" | "open" => "31",
+            _ => return padded,
+        };
+        self.code(padded, code)
+    }
+
+    fn code(&self, text: String, code: &str) -> String {
+        if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text }
+    }
+
+    fn bold(&self, text: &str) -> String {
+        self.code(text.to_owned(), "1")
+    }
+}
+
+/// How long ago `at` was, relative to the report's `now` (both unix seconds).
+fn age(now: u64, at: u64) -> String {
+    let secs = now.saturating_sub(at);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 pub(crate) async fn print(base: &str) -> anyhow::Result<()> {
-    let url = format!("{}/v1/chains", base.trim_end_matches('/'));
+    let url = format!("{}/v1/status", base.trim_end_matches('/'));
     let body: Value = reqwest::get(&url)
         .await
         .with_context(|| format!("requesting {url}"))?
@@ -21,41 +67,135 @@ pub(crate) async fn print(base: &str) -> anyhow::Result<()> {
         .bytes()
         .await
         .map_err(anyhow::Error::from)
-        .and_then(|bytes| serde_json::from_slice(&bytes).context("decoding /v1/chains"))?;
+        .and_then(|bytes| serde_json::from_slice(&bytes).context("decoding /v1/status"))?;
+    // Colour only for a person at a terminal who did not opt out (https://no-color.org).
+    let paint = Paint { on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() };
+    print!("{}", render(&body, &paint));
+    Ok(())
+}
+
+fn render(body: &Value, paint: &Paint) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let chains = body["chains"].as_array().cloned().unwrap_or_default();
-    println!("{:<16} {:>12} {:>12} {:>12} {:>8}", "CHAIN", "HEAD", "INDEXED", "FINALIZED", "LAG");
+    let header = format!(
+        "{:<16} {:<6} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>9}  HEALTH",
+        "CHAIN", "KIND", "HEAD", "INDEXED", "FINALIZED", "LAG", "LAG_S", "BLK/S", "REORGS/1H"
+    );
+    let _ = writeln!(out, "{}", paint.bold(&header));
     for chain in &chains {
-        println!(
-            "{:<16} {:>12} {:>12} {:>12} {:>8}",
+        let health = &chain["health"];
+        let status = health["status"].as_str().unwrap_or("-");
+        let reasons: Vec<&str> =
+            health["reasons"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<6} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>9}  {}{}",
             cell(&chain["name"]),
+            cell(&chain["kind"]),
             cell(&chain["head"]),
-            cell(&chain["indexed_head"]["number"]),
+            cell(&chain["indexed_head"]),
             cell(&chain["finalized"]),
-            cell(&chain["lag"]),
+            cell(&chain["lag_blocks"]),
+            number(&chain["lag_seconds"], |s| format!("{s:.0}")),
+            number(&chain["blocks_per_second"], |r| format!("{r:.1}")),
+            cell(&chain["reorgs_last_hour"]),
+            paint.state(status.to_owned(), status),
+            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) },
         );
-        println!(
-            "  {:<16} {:<9} {:<7} {:>5} {:<9} {:>10} {:>5} {:>9} {:>9} {:>6}  REASON",
-            "UPSTREAM", "STATE", "PRIMARY", "SCORE", "BREAKER", "HEAD", "LAG", "P50", "P90", "ERR%"
-        );
+    }
+
+    let header = format!(
+        "{:<16} {:<16} {:<9} {:<7} {:>5} {:<9} {:>10} {:>5} {:>9} {:>9} {:>6} {:>6}  REASON",
+        "UPSTREAM",
+        "CHAIN",
+        "STATE",
+        "PRIMARY",
+        "SCORE",
+        "BREAKER",
+        "HEAD",
+        "LAG",
+        "P50",
+        "P99",
+        "ERR%",
+        "429%"
+    );
+    let _ = writeln!(out, "\n{}", paint.bold(&header));
+    for chain in &chains {
         for upstream in chain["upstreams"].as_array().into_iter().flatten() {
-            let number = |key: &str, format: fn(f64) -> String| {
-                upstream[key].as_f64().map_or_else(|| "-".to_owned(), format)
-            };
-            println!(
-                "  {:<16} {:<9} {:<7} {:>5} {:<9} {:>10} {:>5} {:>9} {:>9} {:>6}  {}",
+            let state = cell(&upstream["state"]);
+            let breaker = cell(&upstream["breaker"]);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {} {:<7} {:>5} {} {:>10} {:>5} {:>9} {:>9} {:>6} {:>6}  {}",
                 cell(&upstream["name"]),
-                cell(&upstream["state"]),
+                cell(&chain["name"]),
+                paint.state(format!("{state:<9}"), &state),
                 if upstream["primary"].as_bool() == Some(true) { "yes" } else { "" },
-                number("score", |s| format!("{s:.2}")),
-                cell(&upstream["breaker"]),
+                number(&upstream["score"], |s| format!("{s:.2}")),
+                paint.state(format!("{breaker:<9}"), &breaker),
                 cell(&upstream["head"]),
                 cell(&upstream["lag"]),
-                number("latency_p50_ms", |ms| format!("{ms:.1}ms")),
-                number("latency_p90_ms", |ms| format!("{ms:.1}ms")),
-                number("error_rate", |r| format!("{:.1}", r * 100.0)),
+                number(&upstream["latency_p50_ms"], |ms| format!("{ms:.1}ms")),
+                number(&upstream["latency_p99_ms"], |ms| format!("{ms:.1}ms")),
+                number(&upstream["error_rate"], |r| format!("{:.1}", r * 100.0)),
+                number(&upstream["throttle_rate"], |r| format!("{:.1}", r * 100.0)),
                 upstream["reason"].as_str().unwrap_or(""),
             );
         }
     }
-    Ok(())
+
+    let incidents = body["incidents"].as_array().cloned().unwrap_or_default();
+    let now = body["now"].as_u64().unwrap_or_default();
+    let _ = writeln!(out, "\n{}", paint.bold(&format!("RECENT INCIDENTS ({})", incidents.len())));
+    if incidents.is_empty() {
+        let _ = writeln!(out, "none");
+    }
+    for incident in incidents.iter().take(INCIDENTS_SHOWN) {
+        let _ = writeln!(
+            out,
+            "{:<9} {:<16} {:<18} {:<16} {}",
+            age(now, incident["at"].as_u64().unwrap_or(now)),
+            cell(&incident["chain"]),
+            cell(&incident["kind"]),
+            cell(&incident["upstream"]),
+            cell(&incident["message"]),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report() -> Value {
+        json!({
+            "now": 1000,
+            "chains": [{
+                "name": "local", "kind": "evm", "head": 20, "indexed_head": 19, "finalized": 10, "lag_blocks": 1,
+                "lag_seconds": 0.5, "blocks_per_second": 2.0, "reorgs_last_hour": 0,
+                "health": { "status": "ok", "reasons": [] },
+                "upstreams": [{ "name": "flaky", "state": "excluded", "breaker": "open", "score": 0.1,
+                                "reason": "circuit open", "primary": false }],
+            }],
+            "incidents": [{ "at": 990, "chain": "local", "kind": "upstream_excluded", "upstream": "flaky",
+                            "message": "healthy → excluded: circuit open" }],
+        })
+    }
+
+    #[test]
+    fn plain_output_has_no_escape_codes_and_colour_output_has() {
+        let plain = render(&report(), &Paint { on: false });
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let upstream = plain.lines().find(|l| l.starts_with("flaky")).expect("upstream row");
+        assert!(upstream.contains("excluded") && upstream.contains("circuit open"), "{plain}");
+        assert!(
+            plain.lines().any(|l| l.starts_with("10s ago") && l.contains("upstream_excluded")),
+            "{plain}"
+        );
+        let coloured = render(&report(), &Paint { on: true });
+        assert!(coloured.contains("\x1b[31mexcluded"), "{coloured}");
+    }
 }

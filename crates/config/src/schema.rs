@@ -103,6 +103,18 @@ pub struct Config {
     // problems instead of as a lone "missing field" error.
     #[serde(default)]
     pub chains: Vec<ChainConfig>,
+    /// `[telemetry]`: trace export. Optional.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`; spans go to `/v1/traces`). Only used by a
+    /// binary built with the `otlp` feature. Collector credentials go in `OTEL_EXPORTER_OTLP_HEADERS`, not here.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -356,6 +368,15 @@ pub struct ChainConfig {
     /// commitment) says. Unset: the tag where upstreams have it, else the chain's usual depth (64 for unknown chains).
     #[serde(default)]
     pub finality_confirmations: Option<u64>,
+    /// `GET /v1/chains/{chain}/health` answers 503 when the indexer is more than this many blocks (slots) behind
+    /// the chain head. Default 10 on EVM, 150 (about a minute) on Solana. Read it with
+    /// [`Self::health_max_lag_blocks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_max_lag_blocks: Option<u64>,
+    /// ... or when the chain head has been ahead of the indexed head for longer than this many seconds (an
+    /// indexer that stopped, whatever the block count). Default 60, at least 1.
+    #[serde(default = "default_health_max_lag_seconds")]
+    pub health_max_lag_seconds: u64,
     /// `[chains.rpc]`: upstream client tuning, and the defaults of every upstream's
     /// `[chains.upstreams.rpc]` overrides. Optional.
     #[serde(default)]
@@ -408,6 +429,14 @@ impl ChainConfig {
     /// Solana.
     pub fn logs_topic_only_above(&self) -> usize {
         self.logs_topic_only_above.unwrap_or(DEFAULT_LOGS_TOPIC_ONLY_ABOVE)
+    }
+
+    /// The effective `health_max_lag_blocks`: the configured value, else 10 on EVM and 150 on Solana.
+    pub fn health_max_lag_blocks(&self) -> u64 {
+        self.health_max_lag_blocks.unwrap_or(match self.kind {
+            ChainKind::Evm => 10,
+            ChainKind::Solana => 150,
+        })
     }
 
     /// The contract entry with the given name, if configured.
@@ -1090,6 +1119,9 @@ fn default_poll_interval_ms() -> u64 {
 fn default_max_reorg_depth() -> u64 {
     128
 }
+fn default_health_max_lag_seconds() -> u64 {
+    60
+}
 
 /// A float that may be written as a TOML integer (`hysteresis = 0`). The explicit
 /// `deserialize_any` makes that independent of how the deserializer treats
@@ -1154,6 +1186,7 @@ mod tests {
                 max_connections: 10,
             },
             gateway: GatewayConfig::default(),
+            telemetry: TelemetryConfig::default(),
             chains: vec![ChainConfig {
                 name: "main".into(),
                 kind: ChainKind::Evm,
@@ -1170,6 +1203,8 @@ mod tests {
                 logs_topic_only_above: Some(2000),
                 max_reorg_depth: 128,
                 finality_confirmations: None,
+                health_max_lag_blocks: None,
+                health_max_lag_seconds: 60,
                 rpc: RpcConfig::default(),
                 upstreams: vec![UpstreamConfig {
                     name: "a".into(),

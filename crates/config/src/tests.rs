@@ -1547,3 +1547,22 @@ fn method_patterns_are_checked_at_their_keys() {
     let err = load_err(&wrong_type, &env(&[]));
     assert!(err.to_string().contains("chains[0].methods.deny"), "{err}");
 }
+
+#[test]
+fn health_thresholds_default_per_family_and_are_checked() {
+    let text = format!("{SOLANA_MINIMAL}\n{}", &MINIMAL[MINIMAL.find("[[chains]]").expect("chains")..]);
+    let config = load_ok(&text, &BTreeMap::new());
+    let (sol, evm) = (config.chain("sol").expect("sol"), config.chain("local").expect("local"));
+    assert_eq!((evm.health_max_lag_blocks(), evm.health_max_lag_seconds), (10, 60));
+    assert_eq!((sol.health_max_lag_blocks(), sol.health_max_lag_seconds), (150, 60));
+
+    let config = load_ok(
+        &minimal_with_chain_keys("health_max_lag_blocks = 0\nhealth_max_lag_seconds = 5"),
+        &BTreeMap::new(),
+    );
+    let chain = config.chain("local").expect("local");
+    assert_eq!((chain.health_max_lag_blocks(), chain.health_max_lag_seconds), (0, 5));
+
+    let err = load_err(&minimal_with_chain_keys("health_max_lag_seconds = 0"), &BTreeMap::new());
+    assert_problem(&err, "chains[0].health_max_lag_seconds", "must be at least 1, got 0");
+}

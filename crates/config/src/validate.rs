@@ -44,6 +44,13 @@ impl Config {
             p.add("database.url", format!("invalid URL: {err}"));
         }
         p.range("database.max_connections", db.max_connections, 1, 1000);
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            match Url::parse(endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(_) => p.add("telemetry.otlp_endpoint", "must be an http:// or https:// URL"),
+                Err(err) => p.add("telemetry.otlp_endpoint", format!("invalid URL: {err}")),
+            }
+        }
 
         let gw = &self.gateway;
         if gw.listen.parse::<SocketAddr>().is_err() {
@@ -128,6 +135,7 @@ fn check_chain(chain: &ChainConfig, key: &str, p: &mut Problems) {
     p.range(&format!("{key}.batch_size"), chain.batch_size, 1, 10_000);
     p.range(&format!("{key}.fetch_concurrency"), chain.fetch_concurrency, 1, 256);
     p.at_least(&format!("{key}.poll_interval_ms"), chain.poll_interval_ms, 10);
+    p.at_least(&format!("{key}.health_max_lag_seconds"), chain.health_max_lag_seconds, 1);
     let rpc_key = format!("{key}.rpc");
     check_rpc(&chain.rpc, &rpc_key, p);
     check_chain_burst(chain, &rpc_key, p);

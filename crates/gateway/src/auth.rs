@@ -496,7 +496,11 @@ pub(crate) fn too_many_requests(wait: Duration) -> Response {
 pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     // The probes, and the API's description (documentation is public even where keys are required).
-    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json") {
+    // Per-chain health is a probe too: load balancers and uptime checkers hold no keys.
+    let chain_health = path.strip_prefix("/v1/chains/").and_then(|p| p.strip_suffix("/health"));
+    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json")
+        || chain_health.is_some_and(|chain| !chain.contains('/'))
+    {
         return next.run(request).await;
     }
     let kind = RouteKind::of(path);

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use tracing::Instrument;
 
 /// One call in flight, awaitable by any number of callers; `None` when the call's task panicked or was cancelled.
 type InFlight<V> = Shared<BoxFuture<'static, Option<V>>>;
@@ -91,10 +92,14 @@ where
                     let unregister = Unregister { map: Arc::clone(&self.inflight), key: Some(key.clone()) };
                     let call = call();
                     // The map is locked until the entry is in, so the task cannot remove it before that.
-                    let task = tokio::spawn(async move {
-                        let _unregister = unregister;
-                        call.await
-                    });
+                    // In the leader's span: the shared call's logs (upstream attempts) carry its request id.
+                    let task = tokio::spawn(
+                        async move {
+                            let _unregister = unregister;
+                            call.await
+                        }
+                        .in_current_span(),
+                    );
                     let inflight: InFlight<V> = async move { task.await.ok() }.boxed().shared();
                     map.insert(key, inflight.clone());
                     (inflight, Role::Leader)

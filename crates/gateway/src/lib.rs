@@ -20,6 +20,7 @@ mod consistency;
 mod error;
 mod event_filter;
 mod finality;
+mod health;
 mod metrics_layer;
 mod openapi;
 mod params;
@@ -48,6 +49,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::{AccessConfig, ApiKey, Budget, CorsOrigins, DEFAULT_KEY_CACHE_TTL, Limit};
 pub use error::AppError;
+pub use health::HealthThreshold;
 pub use rpc_cache::RpcCacheLimits;
 pub use rpc_policy::{DEFAULT_EVM_DENY, MethodPattern, MethodPolicy, PatternError};
 
@@ -109,6 +111,9 @@ pub struct AppState {
     /// The indexer's events of each chain indexed in this process ([`AppState::with_chain_events`]), for live
     /// feeds and cache eviction. A chain without one (gateway-only process) has no live feed.
     chain_events: Arc<BTreeMap<String, broadcast::Sender<ChainEvent>>>,
+    /// Each chain's `/v1/chains/{chain}/health` limits; [`HealthThreshold::default`] until
+    /// [`AppState::with_health_threshold`] sets others.
+    health_limits: Arc<BTreeMap<String, HealthThreshold>>,
 }
 
 #[derive(Debug)]
@@ -135,6 +140,8 @@ struct Inner {
     hubs: std::sync::Mutex<BTreeMap<String, Arc<subscriptions::Hub>>>,
     /// Chain states just read, reused by REST requests arriving right after.
     recent_states: consistency::RecentStates,
+    /// Indexing rate, reorgs and head history per chain, and recent incidents, for `/v1/status`.
+    health: health::Trackers,
 }
 
 impl AppState {
@@ -156,6 +163,7 @@ impl AppState {
         let ws_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_ws_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let health = health::Trackers::new(chains.keys());
         let inner = Inner {
             store,
             chains,
@@ -171,8 +179,14 @@ impl AppState {
             ws_slots,
             hubs: std::sync::Mutex::default(),
             recent_states: consistency::RecentStates::default(),
+            health,
         };
-        Self { inner: Arc::new(inner), methods: Arc::new(methods), chain_events: Arc::default() }
+        Self {
+            inner: Arc::new(inner),
+            methods: Arc::new(methods),
+            chain_events: Arc::default(),
+            health_limits: Arc::default(),
+        }
     }
 
     /// Feeds chain `chain`'s indexer events (`Indexer::event_sender`) to the gateway's live feeds and caches.
@@ -207,6 +221,17 @@ impl AppState {
     pub fn with_method_policy(mut self, chain: &str, policy: MethodPolicy) -> Self {
         Arc::make_mut(&mut self.methods).insert(chain.to_owned(), policy);
         self
+    }
+
+    /// Sets when `/v1/chains/{chain}/health` calls chain `chain` healthy (from its `health_max_lag_*` keys).
+    #[must_use]
+    pub fn with_health_threshold(mut self, chain: &str, threshold: HealthThreshold) -> Self {
+        Arc::make_mut(&mut self.health_limits).insert(chain.to_owned(), threshold);
+        self
+    }
+
+    fn health_threshold(&self, chain: &str) -> HealthThreshold {
+        self.health_limits.get(chain).copied().unwrap_or_default()
     }
 
     /// From now on `/ready` answers 503, so load balancers stop sending new work before the listener closes, and
@@ -267,11 +292,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             let buckets =
                 [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
             let depths = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0];
+            let batch_blocks = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
             // Only empty bucket lists are rejected, and these are not empty.
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("chainmux_indexer_reorg_depth".into()), &depths)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("chainmux_indexer_batch_blocks".into()),
+                        &batch_blocks,
+                    )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
@@ -295,7 +327,9 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/ready", get(routes::ready)),
         ("/metrics", get(routes::metrics)),
         ("/openapi.json", get(openapi::openapi_json)),
+        ("/v1/status", get(health::status)),
         ("/v1/chains", get(routes::chains)),
+        ("/v1/chains/{chain}/health", get(health::chain_health)),
         ("/v1/chains/{chain}/blocks/{id}", get(routes::block)),
         ("/v1/chains/{chain}/transactions/{hash}", get(routes::transaction)),
         ("/v1/chains/{chain}/transfers", get(routes::transfers)),
@@ -320,6 +354,9 @@ pub fn router(state: AppState) -> Router {
     for chain in state.inner.finality.keys() {
         finality::start(&state, chain);
     }
+    for chain in state.inner.chains.keys() {
+        health::start(&state, chain);
+    }
     let body_limit = state.config().max_body_bytes;
     let cors = state.config().access.cors_layer();
     let router = routes()
@@ -335,7 +372,9 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(metrics_layer::make_span)
                 // 503s from /ready while draining are expected; ERROR is for the process's own failures.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
-        );
+        )
+        // Outside the trace layer, so the request id exists when the request's span is made.
+        .layer(axum::middleware::from_fn(metrics_layer::request_id));
     // Outermost: preflights are answered before authentication (browsers never send keys with them), and
     // refusals carry the CORS headers too, so a page can read why it was refused.
     let router = match cors {

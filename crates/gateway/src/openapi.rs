@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::consistency::{FINALIZED_HEAD, INDEXED_HEAD};
 use crate::error::ErrorBody;
-use crate::{routes, sse, ws};
+use crate::{health, routes, sse, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,7 +35,9 @@ use crate::{routes, sse, ws};
         routes::ready,
         routes::metrics,
         openapi_json,
+        health::status,
         routes::chains,
+        health::chain_health,
         routes::block,
         routes::transaction,
         routes::transfers,
@@ -119,7 +121,11 @@ impl Modify for Shared {
         );
 
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if matches!(path.as_str(), "/health" | "/ready" | "/metrics" | "/openapi.json") {
+            // The probes document their own answers; the per-chain one is a probe too (no key, no index headers).
+            if matches!(
+                path.as_str(),
+                "/health" | "/ready" | "/metrics" | "/openapi.json" | "/v1/chains/{chain}/health"
+            ) {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {

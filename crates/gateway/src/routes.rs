@@ -75,6 +75,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Status>,
 #[utoipa::path(get, path = "/metrics", tag = "status", security(()),
     responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.store().publish_pool_gauges();
     state.inner.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render())
 }

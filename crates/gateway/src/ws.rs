@@ -27,6 +27,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::auth::RpcCharge;
 use crate::routes::{self, Forwarded, Reply, RpcResponse};
@@ -78,9 +79,14 @@ pub(crate) async fn upgrade(
         return crate::AppError::Unavailable(message).into_response();
     };
     let max = state.config().max_body_bytes;
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        serve(state, handle, charge.map(|Extension(charge)| charge), socket).await;
-        drop(slot);
+    // In the upgrade request's span: the connection's logs (and its upstream calls) carry its request id.
+    let span = tracing::Span::current();
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
+        async move {
+            serve(state, handle, charge.map(|Extension(charge)| charge), socket).await;
+            drop(slot);
+        }
+        .instrument(span)
     })
 }
 
@@ -323,13 +329,16 @@ impl Connection {
             };
         }
         let (state, handle, out) = (self.state.clone(), handle.clone(), self.out.clone());
-        calls.spawn(async move {
-            let reply = routes::answer_message(&state, &handle, request, &mut |_| None).await;
-            if let Some(text) = reply_text(reply) {
-                // A client gone meanwhile needs no answer.
-                let _ = out.send(Message::Text(text.into())).await;
+        calls.spawn(
+            async move {
+                let reply = routes::answer_message(&state, &handle, request, &mut |_| None).await;
+                if let Some(text) = reply_text(reply) {
+                    // A client gone meanwhile needs no answer.
+                    let _ = out.send(Message::Text(text.into())).await;
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(())
     }
 

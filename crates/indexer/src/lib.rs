@@ -9,5 +9,7 @@
 //! node) is waited out, and a reorg deeper than `max_reorg_depth` or below finality stops the chain's loop.
 
 mod pipeline;
+pub mod progress;
 
 pub use pipeline::{Indexer, IndexerConfig, IndexerError};
+pub use progress::{ChainProgress, ProgressBoard};

@@ -11,6 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::progress::{ProgressBoard, RateTracker, format_eta, format_rate};
+
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
     /// First block indexed when the chain has no cursor yet.
@@ -24,6 +26,9 @@ pub struct IndexerConfig {
     pub retry_max: Duration,
     /// Interval of the progress line in the logs.
     pub progress_interval: Duration,
+    /// Where to report progress after every batch for a terminal display; when set, the periodic progress line
+    /// is not logged (the display shows it).
+    pub progress_board: Option<ProgressBoard>,
     /// Deepest reorg rolled back automatically; a deeper one stops the chain's loop instead.
     pub max_reorg_depth: u64,
     /// Finality by confirmations: blocks this deep below the head count as finalized, whatever the upstreams'
@@ -41,6 +46,7 @@ impl Default for IndexerConfig {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             progress_interval: Duration::from_secs(10),
+            progress_board: None,
             max_reorg_depth: 128,
             finality_confirmations: None,
         }
@@ -161,7 +167,7 @@ impl Indexer {
         info!(next = cursor.map_or(self.config.start_block, |c| c.number + 1), cursor = ?cursor.map(|c| c.number), "indexer starting");
 
         let this = Arc::new(self);
-        let mut progress = Progress::new(cursor.map(|c| c.number));
+        let mut progress = Progress::new(cursor.map_or(this.config.start_block, |c| c.number + 1));
         // Each round runs a fetcher from just above the cursor; a fork ends the round, and the next one starts
         // from wherever the fork resolution left the cursor.
         loop {
@@ -338,28 +344,49 @@ impl Indexer {
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
             return Ok(None);
         };
+        let (first, last) = (first.ptr, last.ptr);
+        // One per batch (INFO: a batch is many blocks, so this is cheap); `rows` is recorded once written. The
+        // write's retries and its "batch written" line are inside it.
+        let span =
+            info_span!("batch", chain, from = first.number, to = last.number, rows = tracing::field::Empty);
+        self.write_batch(cursor, blocks, first, last, &span).instrument(span.clone()).await.map(Some)
+    }
+
+    /// [`Indexer::write`] of a non-empty batch from `first` to `last`, in its `span`.
+    async fn write_batch(
+        &self,
+        cursor: Option<BlockPtr>,
+        blocks: Vec<NormalizedBlock>,
+        first: BlockPtr,
+        last: BlockPtr,
+        batch: &tracing::Span,
+    ) -> Result<BlockPtr, IndexerError> {
+        let chain = self.chain();
         let started = Instant::now();
         let mut delays = self.backoff();
         loop {
             match self.store.write_batch(chain, cursor, &blocks).await {
                 Ok(stats) => {
+                    batch.record("rows", stats.rows());
                     metrics::histogram!("chainmux_indexer_batch_seconds", "chain" => chain.to_owned())
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("chainmux_indexer_blocks_total", "chain" => chain.to_owned())
                         .increment(blocks.len() as u64);
+                    metrics::histogram!("chainmux_indexer_batch_blocks", "chain" => chain.to_owned())
+                        .record(blocks.len() as f64);
                     metrics::gauge!("chainmux_indexed_head", "chain" => chain.to_owned())
-                        .set(last.ptr.number as f64);
+                        .set(last.number as f64);
                     tracing::debug!(
-                        from = first.ptr.number,
-                        to = last.ptr.number,
+                        from = first.number,
+                        to = last.number,
                         rows = stats.rows(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "batch written"
                     );
-                    let head = last.ptr;
+                    let head = last;
                     // No subscriber is fine: the event only matters to whoever listens.
                     let _ = self.events.send(ChainEvent::Apply(blocks.into()));
-                    return Ok(Some(head));
+                    return Ok(head);
                 }
                 Err(StoreError::Database(err)) => {
                     let delay = delays.next().unwrap_or(self.config.retry_max);
@@ -422,7 +449,8 @@ impl Indexer {
                 }
             };
             let end = head.min(next.saturating_add(self.config.batch_size.max(1) - 1));
-            match self.network.fetch(next..=end).await {
+            let fetch_span = info_span!("fetch", chain = %chain, from = next, to = end);
+            match self.network.fetch(next..=end).instrument(fetch_span).await {
                 Ok(blocks) => {
                     delays = self.backoff();
                     tokio::select! {
@@ -476,34 +504,38 @@ impl Indexer {
     }
 }
 
-/// Periodic progress line, so a long backfill shows where it is and how fast it goes.
+/// Progress reports, so a long backfill shows where it is and how fast it goes: to the terminal display's board
+/// after every batch when there is one, else as a periodic log line.
 struct Progress {
-    since: Instant,
-    from: Option<u64>,
+    rate: RateTracker,
     last_report: Instant,
 }
 
 impl Progress {
-    fn new(from: Option<u64>) -> Self {
-        Self { since: Instant::now(), from, last_report: Instant::now() }
+    /// `first`: the first block this run indexes.
+    fn new(first: u64) -> Self {
+        Self { rate: RateTracker::new(first), last_report: Instant::now() }
     }
 
     fn advance(&mut self, chain: &str, indexed: u64, head: u64, config: &IndexerConfig) {
+        let progress = self.rate.progress(indexed, head);
+        if let Some(board) = &config.progress_board {
+            board.update(chain, progress);
+            return;
+        }
         if self.last_report.elapsed() < config.progress_interval {
             return;
         }
         self.last_report = Instant::now();
-        let done = indexed.saturating_sub(self.from.unwrap_or(config.start_block.saturating_sub(1)));
-        let rate = done as f64 / self.since.elapsed().as_secs_f64().max(1e-3);
         let remaining = head.saturating_sub(indexed);
-        let eta_s = if rate > 0.0 { (remaining as f64 / rate).round() as u64 } else { 0 };
         info!(
             chain,
             indexed,
             head,
             remaining,
-            blocks_per_s = format!("{rate:.1}"),
-            eta_s,
+            blocks_per_s = format_rate(progress.rate),
+            eta_s = progress.eta().map(|eta| eta.as_secs()),
+            eta = progress.eta().map_or_else(|| "--".to_owned(), format_eta),
             "indexing progress"
         );
     }

@@ -20,4 +20,4 @@ pub use pool::{
     CallTrace, HeadProbe, HealthCheck, IdentityCheck, IdentityVerifier, Pool, RequestHints, RequestInspector,
     UpstreamConfig, WriteKind, is_write_method, method_class, write_kind,
 };
-pub use upstream::{BreakerState, UpstreamStatus};
+pub use upstream::{BreakerState, UpstreamStatus, UpstreamTransition};

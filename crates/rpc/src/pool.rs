@@ -12,12 +12,12 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, error, info, info_span, warn};
 use url::Url;
 
 use crate::error::{JsonRpcError, RpcError};
 use crate::policy::{PoolConfig, UpstreamPolicy};
-use crate::upstream::{Eligibility, Transition, Upstream, UpstreamStatus, Verdict};
+use crate::upstream::{Eligibility, Transition, Upstream, UpstreamStatus, UpstreamTransition, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -149,7 +149,12 @@ pub struct Pool {
     next_id: AtomicU64,
     primary: AtomicUsize,
     reads: AtomicU64,
+    /// The latest upstream state changes, oldest first, at most [`TRANSITIONS_KEPT`].
+    transitions: std::sync::Mutex<std::collections::VecDeque<UpstreamTransition>>,
 }
+
+/// Upstream state changes a pool remembers for `/v1/status`: enough for a bad night of a few upstreams.
+const TRANSITIONS_KEPT: usize = 200;
 
 /// The part of a JSON-RPC response the pool looks at. `result` keeps `null` as a value: `null` is a valid answer
 /// (an unknown transaction), distinct from an absent result.
@@ -163,6 +168,26 @@ struct ResponseBody {
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// Why an attempt was sent, for its span.
+#[derive(Debug, Clone, Copy)]
+enum AttemptKind {
+    First,
+    /// After an earlier attempt failed.
+    Retry,
+    /// While an earlier attempt is still unanswered.
+    Hedge,
+}
+
+impl AttemptKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::First => "first",
+            AttemptKind::Retry => "retry",
+            AttemptKind::Hedge => "hedge",
+        }
+    }
 }
 
 type Attempt<'a> = Pin<Box<dyn Future<Output = (usize, Result<Box<RawValue>, RpcError>)> + Send + 'a>>;
@@ -208,6 +233,7 @@ impl Pool {
             next_id: AtomicU64::new(1),
             primary: AtomicUsize::new(NO_PRIMARY),
             reads: AtomicU64::new(0),
+            transitions: std::sync::Mutex::default(),
         }
     }
 
@@ -244,7 +270,51 @@ impl Pool {
         let now = Instant::now();
         let best = self.best_head();
         let primary = self.primary.load(Ordering::Relaxed);
-        self.upstreams.iter().enumerate().map(|(i, u)| u.status(best, i == primary, now)).collect()
+        self.upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let (status, previous) = u.status(best, i == primary, now);
+                if let Some(from) = previous {
+                    self.record_transition(from, &status);
+                }
+                status
+            })
+            .collect()
+    }
+
+    /// The latest upstream state changes (excluded, down, restored…), oldest first. Changes are noticed when the
+    /// state is read: by the monitor every `probe_interval`, and by every status request.
+    pub fn transitions(&self) -> Vec<UpstreamTransition> {
+        self.transitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    fn record_transition(&self, from: &'static str, status: &UpstreamStatus) {
+        // A fresh upstream passing its identity check is the normal start, not an incident.
+        if from == "unknown" && status.state == "healthy" {
+            return;
+        }
+        let reason = status.reason.as_deref().unwrap_or("");
+        match status.state {
+            "healthy" => info!(chain = %self.chain, upstream = %status.name, from, "upstream restored"),
+            to => {
+                warn!(chain = %self.chain, upstream = %status.name, from, to, reason, "upstream state changed")
+            }
+        }
+        metrics::counter!("chainmux_upstream_state_changes_total", "chain" => self.chain.clone(), "upstream" => status.name.clone(), "to" => status.state)
+            .increment(1);
+        let transition = UpstreamTransition {
+            upstream: status.name.clone(),
+            from,
+            to: status.state,
+            reason: status.reason.clone(),
+            at: crate::upstream::unix_now(),
+        };
+        let mut transitions = self.transitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if transitions.len() == TRANSITIONS_KEPT {
+            transitions.pop_front();
+        }
+        transitions.push_back(transition);
     }
 
     /// Highest head reported by an upstream in good standing (verified, last request fine, circuit closed). A
@@ -421,9 +491,17 @@ impl Pool {
                     .await
                 {
                     Ok(index) => {
-                        inflight.push(self.timed_attempt(index, method, params, deadline));
-                        started_at.push((index, Instant::now()));
                         trace.attempts += 1;
+                        let kind = if trace.attempts == 1 { AttemptKind::First } else { AttemptKind::Retry };
+                        inflight.push(self.timed_attempt(
+                            index,
+                            method,
+                            params,
+                            deadline,
+                            trace.attempts,
+                            kind,
+                        ));
+                        started_at.push((index, Instant::now()));
                         hedge_at = self.hedge_time(index, write.is_some(), &trace);
                     }
                     Err(err) => {
@@ -484,10 +562,10 @@ impl Pool {
                     if let Some(index) = self.pick_hedge(&round, min_height) {
                         round.push(index);
                         metrics::counter!("chainmux_upstream_hedges_total", "chain" => self.chain.clone(), "upstream" => self.upstreams[index].name.clone()).increment(1);
-                        inflight.push(self.timed_attempt(index, method, params, deadline));
-                        started_at.push((index, Instant::now()));
                         trace.attempts += 1;
                         trace.hedges += 1;
+                        inflight.push(self.timed_attempt(index, method, params, deadline, trace.attempts, AttemptKind::Hedge));
+                        started_at.push((index, Instant::now()));
                         hedge_at = self.hedge_time(index, false, &trace);
                     }
                 }
@@ -743,12 +821,24 @@ impl Pool {
         method: &'a str,
         params: &'a RawValue,
         deadline: Instant,
+        number: u32,
+        kind: AttemptKind,
     ) -> Attempt<'a> {
         let timeout = self.upstreams[index]
             .policy
             .request_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        Box::pin(async move { (index, self.attempt(index, method, params, timeout).await) })
+        // DEBUG: one per upstream request, free when filtered out. A child of the caller's span (an HTTP
+        // request's, with its request id; an indexer batch's), because the attempt is polled inside it.
+        let span = debug_span!(
+            "upstream_attempt",
+            chain = %self.chain,
+            upstream = %self.upstreams[index].name,
+            method,
+            attempt = number,
+            kind = kind.as_str(),
+        );
+        Box::pin(async move { (index, self.attempt(index, method, params, timeout).await) }.instrument(span))
     }
 
     /// One attempt on one upstream: send, then record what it says about the upstream's health.
@@ -766,6 +856,7 @@ impl Pool {
             Err(_) => Err(RpcError::Timeout { upstream: upstream.name.clone(), after: timeout }),
         };
         let elapsed = started.elapsed();
+        debug!(ok = result.is_ok(), elapsed_ms = elapsed.as_millis() as u64, "upstream attempt done");
         let verdict = match &result {
             Ok(_) => Verdict::Answered,
             Err(RpcError::Http { status: 429, retry_after, .. }) => {

@@ -114,6 +114,7 @@ struct LatencyWindow {
     samples: VecDeque<f64>,
     p50: Option<f64>,
     p90: Option<f64>,
+    p99: Option<f64>,
     since_refresh: usize,
 }
 
@@ -124,7 +125,13 @@ const LATENCY_REFRESH: usize = 8;
 
 impl LatencyWindow {
     fn new() -> Self {
-        Self { samples: VecDeque::with_capacity(LATENCY_SAMPLES), p50: None, p90: None, since_refresh: 0 }
+        Self {
+            samples: VecDeque::with_capacity(LATENCY_SAMPLES),
+            p50: None,
+            p90: None,
+            p99: None,
+            since_refresh: 0,
+        }
     }
 
     fn record(&mut self, ms: f64) {
@@ -137,6 +144,7 @@ impl LatencyWindow {
             self.since_refresh = 0;
             self.p50 = self.quantile(0.5);
             self.p90 = self.quantile(0.9);
+            self.p99 = self.quantile(0.99);
         }
     }
 
@@ -191,6 +199,9 @@ pub struct UpstreamStatus {
     pub latency_p50_ms: Option<f64>,
     #[schema(required)]
     pub latency_p90_ms: Option<f64>,
+    /// Over the last 64 requests, like the other quantiles: the slowest of them, in practice.
+    #[schema(required)]
+    pub latency_p99_ms: Option<f64>,
     pub error_rate: f64,
     pub throttle_rate: f64,
     /// Latest head height the upstream reported.
@@ -203,6 +214,18 @@ pub struct UpstreamStatus {
     pub since: u64,
     pub requests: u64,
     pub failures: u64,
+}
+
+/// A change of an upstream's state (`healthy`, `down`, `excluded`, `unknown`), for incident lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamTransition {
+    pub upstream: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    /// Why, when the new state is `down` or `excluded`.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 #[derive(Debug)]
@@ -258,7 +281,7 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
@@ -450,7 +473,14 @@ impl Upstream {
         })
     }
 
-    pub(crate) fn status(&self, best_head: Option<u64>, primary: bool, now: Instant) -> UpstreamStatus {
+    /// The upstream's snapshot, and its previous state when the state changed since the last snapshot (state
+    /// changes are noticed here, where the state is derived, so every reader sees the same transitions).
+    pub(crate) fn status(
+        &self,
+        best_head: Option<u64>,
+        primary: bool,
+        now: Instant,
+    ) -> (UpstreamStatus, Option<&'static str>) {
         let eligibility = self.eligibility(best_head, now);
         let score = self.score(best_head);
         self.with(|o| {
@@ -463,11 +493,12 @@ impl Upstream {
                 Eligibility::Unverified if o.last_failure.is_some() => ("down", o.last_failure.clone()),
                 Eligibility::Unverified => ("unknown", None),
             };
-            if state != o.last_label {
+            let previous = (state != o.last_label).then_some(o.last_label);
+            if previous.is_some() {
                 o.last_label = state;
                 o.since = unix_now();
             }
-            UpstreamStatus {
+            let status = UpstreamStatus {
                 name: self.name.clone(),
                 state,
                 reason,
@@ -476,6 +507,7 @@ impl Upstream {
                 breaker: o.breaker.state(now).as_str(),
                 latency_p50_ms: o.latency.p50,
                 latency_p90_ms: o.latency.p90,
+                latency_p99_ms: o.latency.p99,
                 error_rate: o.error_rate,
                 throttle_rate: o.throttle_rate,
                 head: o.head,
@@ -483,7 +515,8 @@ impl Upstream {
                 since: o.since,
                 requests: o.requests,
                 failures: o.failures,
-            }
+            };
+            (status, previous)
         })
     }
 }

@@ -56,6 +56,17 @@ impl Store {
         &self.pool
     }
 
+    /// Sets the connection-pool gauges. Called when `/metrics` is scraped, so the values are exact at scrape time
+    /// without a background task.
+    pub fn publish_pool_gauges(&self) {
+        let size = self.pool.size() as usize;
+        let idle = self.pool.num_idle().min(size);
+        metrics::gauge!("chainmux_db_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("chainmux_db_pool_connections", "state" => "in_use").set((size - idle) as f64);
+        metrics::gauge!("chainmux_db_pool_max_connections")
+            .set(f64::from(self.pool.options().get_max_connections()));
+    }
+
     /// Applies pending migrations. Safe to run concurrently from several processes (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("../../migrations").run(&self.pool).await?;

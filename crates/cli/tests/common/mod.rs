@@ -97,6 +97,8 @@ pub struct Config {
     pub contracts: Vec<ContractEntry>,
     /// More `[gateway]` keys as `(key, TOML value)`, e.g. `("anonymous_rpc_rps", "0")`.
     pub gateway_keys: Vec<(String, String)>,
+    /// Environment of the process, set after the defaults (so `CHAINMUX_LOG` here replaces the test's filter).
+    pub env: Vec<(String, String)>,
 }
 
 /// Which addresses a [`ContractEntry`] decodes.
@@ -217,6 +219,7 @@ impl Config {
             chain_keys: Vec::new(),
             contracts: Vec::new(),
             gateway_keys: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -374,6 +377,7 @@ impl Chainmux {
             .arg("--config")
             .arg(&config_path)
             .env("CHAINMUX_LOG", "info,sqlx=warn")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdout(stdout)
             .stderr(log)
             .spawn()

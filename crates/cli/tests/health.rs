@@ -1,0 +1,186 @@
+//! Operator health views against a real `chainmux run`: one anvil behind two fault proxies (`primary` and
+//! `secondary`), killed and restored one after the other. `/v1/status`, the `chainmux_upstream_*` gauges,
+//! `/v1/chains/local/health` and `chainmux status` must all tell the same story.
+
+mod common;
+
+use std::time::Duration;
+
+use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb};
+use common::{Chainmux, Config, chainmux_command, get, wait_synced};
+use serde_json::Value;
+
+const PROBE_INTERVAL_MS: u64 = 100;
+/// Long enough that a killed upstream's open circuit is seen as `excluded` for a while, short enough to recover.
+const BREAKER_COOLDOWN_MS: u64 = 1500;
+/// How long a state change may take to show up (a few probe intervals, with margin for a loaded machine).
+const VIEW_WAIT: Duration = Duration::from_secs(15);
+
+/// `GET {base}/v1/chains/local/health`: status code and body.
+async fn chain_health(base: &str) -> (u16, Value) {
+    let url = format!("{base}/v1/chains/local/health");
+    let (status, body) = get(&url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let body =
+        serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {url}: not JSON ({err}): {body}"));
+    (status, body)
+}
+
+fn chain(status: &Value) -> &Value {
+    status["chains"]
+        .as_array()
+        .and_then(|chains| chains.iter().find(|c| c["name"] == "local"))
+        .unwrap_or_else(|| panic!("/v1/status has no chain local: {status}"))
+}
+
+fn upstream<'a>(status: &'a Value, name: &str) -> &'a Value {
+    chain(status)["upstreams"]
+        .as_array()
+        .and_then(|upstreams| upstreams.iter().find(|u| u["name"] == name))
+        .unwrap_or_else(|| panic!("/v1/status has no upstream {name}: {status}"))
+}
+
+fn has_incident(status: &Value, kind: &str, upstream: &str) -> bool {
+    status["incidents"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|i| i["kind"] == kind && i["upstream"] == upstream))
+}
+
+#[tokio::test]
+async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
+    chainmux_testkit::install_crypto_provider();
+    let (anvil, db) = tokio::join!(Anvil::spawn(), TestDb::create());
+    let eth = Eth::new(&anvil.url);
+    eth.mine(5).await;
+    let primary = FaultProxy::start(&anvil.url).await;
+    let secondary = FaultProxy::start(&anvil.url).await;
+
+    let mut config = Config::new(&db.url, &[("primary", &primary.url), ("secondary", &secondary.url)]);
+    config.probe_interval_ms = PROBE_INTERVAL_MS;
+    config.request_timeout_ms = 500;
+    config
+        .rpc_key("breaker_failures", 3)
+        .rpc_key("breaker_cooldown_ms", BREAKER_COOLDOWN_MS)
+        .rpc_key("backoff_min_ms", 10)
+        .rpc_key("backoff_max_ms", 100)
+        .chain_key("health_max_lag_blocks", 5)
+        .chain_key("health_max_lag_seconds", 30);
+    let mut chainmux = Chainmux::start(&config).await;
+    let head = wait_synced(&mut chainmux, &eth).await;
+    // The polling closures below read through this, not through `chainmux` (which `wait_for` borrows).
+    let base = chainmux.base.clone();
+    let base = base.as_str();
+
+    // All well: both upstreams healthy, the chain healthy, no incident.
+    let status = status_of(base).await;
+    assert_eq!(chain(&status)["indexed_head"], head, "{status}");
+    assert_eq!(chain(&status)["kind"], "evm", "{status}");
+    let (code, health) = chain_health(base).await;
+    assert_eq!((code, &health["status"]), (200, &Value::from("ok")), "{health}");
+    assert_eq!(health["max_lag_blocks"], 5, "{health}");
+    assert_eq!(health["max_lag_seconds"], 30.0, "{health}");
+
+    // The primary dies: within a few probes it is excluded with its reason, the gauges say so, an incident is
+    // listed, and the chain stays healthy on the secondary.
+    primary.set(Fault::Refuse).await;
+    let status = chainmux
+        .wait_for("the primary excluded in /v1/status, with an incident", VIEW_WAIT, || async {
+            let status = status_of(base).await;
+            (upstream(&status, "primary")["state"] == "excluded"
+                && has_incident(&status, "upstream_excluded", "primary"))
+            .then_some(status)
+        })
+        .await;
+    let dead = upstream(&status, "primary");
+    assert_eq!(dead["reason"], "circuit open", "{status}");
+    assert_eq!(dead["breaker"], "open", "{status}");
+    assert_eq!(upstream(&status, "secondary")["state"], "healthy", "{status}");
+    let labels = [("chain", "local"), ("upstream", "primary")];
+    chainmux
+        .wait_for("chainmux_upstream_up of the primary at 0", VIEW_WAIT, || async {
+            (metric(base, "chainmux_upstream_up", &labels).await == Some(0.0)).then_some(())
+        })
+        .await;
+    let secondary_up = [("chain", "local"), ("upstream", "secondary")];
+    assert_eq!(metric(base, "chainmux_upstream_up", &secondary_up).await, Some(1.0));
+    let changes = [("chain", "local"), ("upstream", "primary"), ("to", "excluded")];
+    assert!(metric(base, "chainmux_upstream_state_changes_total", &changes).await >= Some(1.0));
+    let (code, health) = chain_health(base).await;
+    assert_eq!(code, 200, "one healthy upstream is enough: {health}");
+    assert_eq!(health["healthy_upstreams"], 1, "{health}");
+    // The indexer keeps following the chain on the secondary.
+    eth.mine(2).await;
+    wait_synced(&mut chainmux, &eth).await;
+
+    // `chainmux status` shows the chain, both upstreams and the incident, without colour (not a terminal).
+    let output = chainmux_command()
+        .args(["status", "--url", base])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run chainmux status: {err}"));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "chainmux status failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(!table.contains('\x1b'), "colour codes on a pipe:\n{table}");
+    let first_word = |name: &str| table.lines().find(|l| l.split_whitespace().next() == Some(name));
+    assert!(first_word("local").is_some_and(|l| l.contains("ok")), "status output:\n{table}");
+    assert!(first_word("secondary").is_some_and(|l| l.contains("healthy")), "status output:\n{table}");
+    assert!(
+        first_word("primary").is_some_and(|l| l.contains("excluded") || l.contains("down")),
+        "status output:\n{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.contains("upstream_excluded") && l.contains("primary")),
+        "status output lacks the incident:\n{table}"
+    );
+
+    // The secondary dies too: the indexer is stalled, the chain unhealthy, and it says why.
+    secondary.set(Fault::Refuse).await;
+    let health = chainmux
+        .wait_for("chain health 503 with both upstreams down", VIEW_WAIT, || async {
+            let (code, health) = chain_health(base).await;
+            (code == 503).then_some(health)
+        })
+        .await;
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    assert_eq!(health["healthy_upstreams"], 0, "{health}");
+    let reasons = health["reasons"].to_string();
+    assert!(reasons.contains("no healthy upstream"), "{health}");
+    eth.mine(3).await;
+    // Still 503 while they stay down: the new blocks cannot be indexed.
+    assert_eq!(chain_health(base).await.0, 503);
+
+    // Both come back: the indexer catches up and the chain is healthy again; the recoveries are incidents.
+    primary.set(Fault::None).await;
+    secondary.set(Fault::None).await;
+    let head = wait_synced(&mut chainmux, &eth).await;
+    let health = chainmux
+        .wait_for("chain health 200 after recovery", VIEW_WAIT, || async {
+            let (code, health) = chain_health(base).await;
+            (code == 200).then_some(health)
+        })
+        .await;
+    assert_eq!(health["reasons"], serde_json::json!([]), "{health}");
+    let status = chainmux
+        .wait_for("both upstreams restored in /v1/status", VIEW_WAIT, || async {
+            let status = status_of(base).await;
+            (has_incident(&status, "upstream_restored", "primary")
+                && has_incident(&status, "upstream_restored", "secondary"))
+            .then_some(status)
+        })
+        .await;
+    assert!(chain(&status)["indexed_head"].as_u64() >= Some(head), "{status}");
+    assert!(chain(&status)["blocks_per_second"].as_f64().is_some(), "{status}");
+    // Newest first.
+    let times: Vec<u64> =
+        status["incidents"].as_array().into_iter().flatten().filter_map(|i| i["at"].as_u64()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "incidents out of order: {times:?}");
+}
+
+/// `GET {base}/v1/status`.
+async fn status_of(base: &str) -> Value {
+    common::json_get(&format!("{base}/v1/status")).await
+}
+
+/// The sum of the `/metrics` series `name` with `labels`.
+async fn metric(base: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, text) = get(&format!("{base}/metrics")).await.ok()?;
+    common::metric_value(&text, name, labels)
+}
