@@ -7,6 +7,7 @@
 #     reinstalled only when the committed lock files change
 #   - a local PostgreSQL on 127.0.0.1:5432 that trusts user postgres over TCP
 #     (skipped when DATABASE_URL is set or something already answers there)
+#   - Debian's chromium, for the headless test of the status page (crates/cli/tests/status_page.rs)
 # Idempotent and quiet: installer output is only shown when a step fails.
 #
 # Usage:
@@ -146,17 +147,25 @@ _chainmux_ensure_postgres() {
     return 1
 }
 
+# A browser for the status page test, which drives it headless from the command line (no webdriver).
+_chainmux_ensure_chromium() {
+    [[ -n "${CHAINMUX_CHROMIUM:-}" ]] && return 0
+    command -v chromium >/dev/null 2>&1 && return 0
+    _chainmux_apt_install chromium
+}
+
 _chainmux_ensure_main() {
     _chainmux_ensure_node_tools
     _chainmux_ensure_js_clients
     _chainmux_ensure_py_clients
     _chainmux_ensure_postgres
+    _chainmux_ensure_chromium
 }
 
 _chainmux_forget() {
     unset -f _chainmux_log _chainmux_quiet _chainmux_as_root _chainmux_apt_install \
         _chainmux_ensure_node_tools _chainmux_ensure_js_clients _chainmux_ensure_py_clients _chainmux_pg_ready \
-        _chainmux_ensure_postgres _chainmux_ensure_main _chainmux_forget
+        _chainmux_ensure_postgres _chainmux_ensure_chromium _chainmux_ensure_main _chainmux_forget
     unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated _chainmux_repo_dir
 }
 

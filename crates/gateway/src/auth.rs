@@ -3,7 +3,7 @@
 //! A request names its key in the `x-api-key` header, as `Authorization: Bearer <key>`, or as `?key=<key>` (for
 //! clients that cannot set headers: browsers' `EventSource` and `WebSocket`). The `key` query parameter is removed
 //! before any handler sees the query, so REST handlers, which reject unknown parameters, never see it. `/health`,
-//! `/ready`, `/metrics` and `/openapi.json` are always open.
+//! `/ready`, `/metrics`, `/openapi.json` and the `/status` page (which holds no data) are always open.
 //!
 //! Keys are looked up by their SHA-256 and the answer for a key that exists (usable or revoked) is cached for
 //! [`AccessConfig::key_cache_ttl`]; a revoked key therefore keeps working for up to that long on a gateway that
@@ -498,7 +498,8 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
     // The probes, and the API's description (documentation is public even where keys are required).
     // Per-chain health is a probe too: load balancers and uptime checkers hold no keys.
     let chain_health = path.strip_prefix("/v1/chains/").and_then(|p| p.strip_suffix("/health"));
-    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json")
+    // The status page holds no data (its script calls `/v1/status`, which stays guarded), so it is open too.
+    if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json" | "/status")
         || chain_health.is_some_and(|chain| !chain.contains('/'))
     {
         return next.run(request).await;

@@ -29,6 +29,7 @@ mod routes;
 mod rpc_cache;
 mod rpc_policy;
 mod sse;
+mod status_page;
 mod subscriptions;
 mod ws;
 
@@ -327,6 +328,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/ready", get(routes::ready)),
         ("/metrics", get(routes::metrics)),
         ("/openapi.json", get(openapi::openapi_json)),
+        ("/status", get(status_page::status_page)),
         ("/v1/status", get(health::status)),
         ("/v1/chains", get(routes::chains)),
         ("/v1/chains/{chain}/health", get(health::chain_health)),

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::consistency::{FINALIZED_HEAD, INDEXED_HEAD};
 use crate::error::ErrorBody;
-use crate::{health, routes, sse, ws};
+use crate::{health, routes, sse, status_page, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ use crate::{health, routes, sse, ws};
         routes::ready,
         routes::metrics,
         openapi_json,
+        status_page::status_page,
         health::status,
         routes::chains,
         health::chain_health,
@@ -121,10 +122,11 @@ impl Modify for Shared {
         );
 
         for (path, item) in openapi.paths.paths.iter_mut() {
-            // The probes document their own answers; the per-chain one is a probe too (no key, no index headers).
+            // The probes document their own answers; the per-chain one is a probe too (no key, no index headers),
+            // and so does the status page (open: it holds no data).
             if matches!(
                 path.as_str(),
-                "/health" | "/ready" | "/metrics" | "/openapi.json" | "/v1/chains/{chain}/health"
+                "/health" | "/ready" | "/metrics" | "/openapi.json" | "/status" | "/v1/chains/{chain}/health"
             ) {
                 continue;
             }

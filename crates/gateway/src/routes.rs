@@ -805,7 +805,9 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
     }
     let finality = crate::finality::current(state, handle);
     // A notification gets no answer, so a cached one would be of no use to it: it is just forwarded.
-    let planned = if request.is_notification {
+    // Without a cache, requests go upstream exactly as sent: resolving `latest` only serves the key, and the
+    // number it names would also steer routing (the pool's height hint) away from upstreams a probe behind.
+    let planned = if request.is_notification || !state.rpc_cache().enabled() {
         None
     } else {
         cache_policy::plan(kind, &request.method, &request.params, finality).map(|params| match params {

@@ -228,6 +228,11 @@ impl RpcCache {
         self.lru.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether anything can be kept at all (`max_entries` is not 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.limits.max_entries > 0
+    }
+
     /// The reorg epoch to hand back to [`RpcCache::insert`]; read it before asking an upstream.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
