@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb};
-use common::{Chainmux, Config, chainmux_command, get, wait_synced};
+use chainmux_testkit::Fault;
+use common::{Chainmux, ProxiedPair, chainmux_command, get, wait_synced};
 use serde_json::Value;
 
 const PROBE_INTERVAL_MS: u64 = 100;
@@ -47,23 +47,9 @@ fn has_incident(status: &Value, kind: &str, upstream: &str) -> bool {
 
 #[tokio::test]
 async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
-    chainmux_testkit::install_crypto_provider();
-    let (anvil, db) = tokio::join!(Anvil::spawn(), TestDb::create());
-    let eth = Eth::new(&anvil.url);
-    eth.mine(5).await;
-    let primary = FaultProxy::start(&anvil.url).await;
-    let secondary = FaultProxy::start(&anvil.url).await;
-
-    let mut config = Config::new(&db.url, &[("primary", &primary.url), ("secondary", &secondary.url)]);
-    config.probe_interval_ms = PROBE_INTERVAL_MS;
-    config.request_timeout_ms = 500;
-    config
-        .rpc_key("breaker_failures", 3)
-        .rpc_key("breaker_cooldown_ms", BREAKER_COOLDOWN_MS)
-        .rpc_key("backoff_min_ms", 10)
-        .rpc_key("backoff_max_ms", 100)
-        .chain_key("health_max_lag_blocks", 5)
-        .chain_key("health_max_lag_seconds", 30);
+    let ProxiedPair { anvil: _anvil, db: _db, eth, primary, secondary, mut config } =
+        ProxiedPair::start(PROBE_INTERVAL_MS, BREAKER_COOLDOWN_MS).await;
+    config.chain_key("health_max_lag_blocks", 5).chain_key("health_max_lag_seconds", 30);
     let mut chainmux = Chainmux::start(&config).await;
     let head = wait_synced(&mut chainmux, &eth).await;
     // The polling closures below read through this, not through `chainmux` (which `wait_for` borrows).

@@ -12,8 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chainmux_testkit::{Anvil, Eth, Fault, FaultProxy, TestDb};
-use common::{Chainmux, Config, chainmux_command, http, temp_dir};
+use chainmux_testkit::Fault;
+use common::{Chainmux, Config, ProxiedPair, chainmux_command, http, temp_dir};
 use serde_json::Value;
 
 const PROBE_INTERVAL_MS: u64 = 100;
@@ -168,21 +168,9 @@ async fn the_status_page_shows_chains_upstreams_and_an_excluded_upstream_in_chro
     chainmux_testkit::install_crypto_provider();
     // First, so a machine without the browser fails at once with the hint.
     chromium();
-    let (anvil, db) = tokio::join!(Anvil::spawn(), TestDb::create());
-    let eth = Eth::new(&anvil.url);
-    eth.mine(5).await;
-    let primary = FaultProxy::start(&anvil.url).await;
-    let secondary = FaultProxy::start(&anvil.url).await;
-
-    let mut config = Config::new(&db.url, &[("primary", &primary.url), ("secondary", &secondary.url)]);
-    config.probe_interval_ms = PROBE_INTERVAL_MS;
-    config.request_timeout_ms = 500;
-    config
-        .rpc_key("breaker_failures", 3)
-        .rpc_key("breaker_cooldown_ms", BREAKER_COOLDOWN_MS)
-        .rpc_key("backoff_min_ms", 10)
-        .rpc_key("backoff_max_ms", 100)
-        .gateway_key("require_api_key", true);
+    let ProxiedPair { anvil: _anvil, db: _db, eth, primary, secondary: _secondary, mut config } =
+        ProxiedPair::start(PROBE_INTERVAL_MS, BREAKER_COOLDOWN_MS).await;
+    config.gateway_key("require_api_key", true);
     common::migrate(&config);
     let key = create_key(&config);
     let key = key.as_str();

@@ -913,3 +913,35 @@ pub async fn wait_synced(chainmux: &mut Chainmux, eth: &chainmux_testkit::Eth) -
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// One anvil (5 blocks mined) behind two testkit `FaultProxy`s configured as upstreams `primary` and `secondary`,
+/// with a test database: the setup of the operator-view tests. Probes every `probe_interval_ms`, 500 ms request
+/// timeouts, short retry backoff, and a breaker that opens after 3 failures for `breaker_cooldown_ms`.
+pub struct ProxiedPair {
+    pub anvil: chainmux_testkit::Anvil,
+    pub db: chainmux_testkit::TestDb,
+    pub eth: chainmux_testkit::Eth,
+    pub primary: chainmux_testkit::FaultProxy,
+    pub secondary: chainmux_testkit::FaultProxy,
+    pub config: Config,
+}
+
+impl ProxiedPair {
+    pub async fn start(probe_interval_ms: u64, breaker_cooldown_ms: u64) -> ProxiedPair {
+        chainmux_testkit::install_crypto_provider();
+        let (anvil, db) = tokio::join!(chainmux_testkit::Anvil::spawn(), chainmux_testkit::TestDb::create());
+        let eth = chainmux_testkit::Eth::new(&anvil.url);
+        eth.mine(5).await;
+        let primary = chainmux_testkit::FaultProxy::start(&anvil.url).await;
+        let secondary = chainmux_testkit::FaultProxy::start(&anvil.url).await;
+        let mut config = Config::new(&db.url, &[("primary", &primary.url), ("secondary", &secondary.url)]);
+        config.probe_interval_ms = probe_interval_ms;
+        config.request_timeout_ms = 500;
+        config
+            .rpc_key("breaker_failures", 3)
+            .rpc_key("breaker_cooldown_ms", breaker_cooldown_ms)
+            .rpc_key("backoff_min_ms", 10)
+            .rpc_key("backoff_max_ms", 100);
+        ProxiedPair { anvil, db, eth, primary, secondary, config }
+    }
+}
