@@ -9,12 +9,15 @@ use serde_json::Value;
 /// Incidents shown; `/v1/status` keeps more.
 const INCIDENTS_SHOWN: usize = 20;
 
+/// A value as table text. Control characters are replaced: reasons and incident messages carry upstream error
+/// text, which must not be able to drive the operator's terminal.
 fn cell(value: &Value) -> String {
-    match value {
+    let text = match value {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
+    };
+    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 fn number(value: &Value, format: fn(f64) -> String) -> String {
@@ -167,6 +170,13 @@ fn render(body: &Value, paint: &Paint) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let text = cell(&serde_json::json!("HTTP 500\u{1b}[2J\u{7}body"));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.starts_with("HTTP 500") && text.ends_with("body"), "{text:?}");
+    }
+
     use super::*;
     use serde_json::json;
 

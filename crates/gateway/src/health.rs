@@ -131,6 +131,11 @@ async fn run(inner: Weak<Inner>, chain: String, mut events: Option<broadcast::Re
                 let head = inner.chains.get(&chain).and_then(|c| c.pool.best_head());
                 if let (Some(head), Some(tracker)) = (head, inner.health.chains.get(&chain)) {
                     let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
+                    // A head lower than the last sample (a bogus high head that went away, a reset devnet)
+                    // replaces the samples above it; otherwise lag would be timed from a head that never was.
+                    while data.heads.back().is_some_and(|(_, last)| *last > head) {
+                        data.heads.pop_back();
+                    }
                     if data.heads.back().is_none_or(|(_, last)| head > *last) {
                         if data.heads.len() == HEADS_KEPT {
                             data.heads.pop_front();
@@ -277,7 +282,12 @@ pub(crate) struct ChainHealth {
 /// Everything `/v1/status` says about one chain, from the store's state and the tracker.
 async fn chain_status(state: &AppState, name: &str) -> Result<ChainStatus, AppError> {
     let handle = state.chain(name)?;
-    let stored = state.store().chain_state(name).await?;
+    // Through the heads shared by REST requests, and bounded: this backs an open probe, which a flood or a stalled
+    // database must not turn into one slow query per call.
+    let read = crate::consistency::state_at(state, name, None, Duration::ZERO);
+    let stored = tokio::time::timeout(crate::READY_TIMEOUT, read)
+        .await
+        .map_err(|_| AppError::Unavailable("the index store did not answer in time".to_owned()))??;
     let heads = stored.as_ref().and_then(|s| s.heads);
     let cursor = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
     let head = handle.pool.best_head().max(heads.map(|h| h.latest));
@@ -415,6 +425,12 @@ pub(crate) async fn chain_health(
             }
         }
     };
+    let mut health = health;
+    // A draining instance must leave per-chain load balancing as it leaves `/ready`'s.
+    if state.is_draining() {
+        health.status = "unhealthy";
+        health.reasons.push("draining: shutting down".to_owned());
+    }
     let code = if health.reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok((code, Json(health)))
 }

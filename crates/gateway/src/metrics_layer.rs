@@ -73,13 +73,29 @@ pub(crate) fn make_span(request: &axum::http::Request<Body>) -> Span {
     info_span!("http", method = %request.method(), route = %route_of(request), request_id)
 }
 
+/// The request method as a metric label: the standard ones, else `other` (clients may send any token, and each
+/// would otherwise be a new series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 pub(crate) async fn track(request: Request, next: Next) -> Response {
     let route = route_of(&request);
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("chainmux_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    metrics::counter!("chainmux_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("chainmux_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
@@ -88,6 +104,15 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        let made_up = Method::from_bytes(b"FOO1").expect("a token is a method");
+        assert_eq!(method_label(&made_up), "other");
+    }
+
     use super::*;
 
     #[test]

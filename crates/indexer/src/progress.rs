@@ -23,7 +23,7 @@ pub struct ChainProgress {
 impl ChainProgress {
     /// Blocks written by this run and blocks this run has to write in all (both grow as the head moves).
     pub fn done_total(&self) -> (u64, u64) {
-        let count = |last: u64| (last + 1).saturating_sub(self.first);
+        let count = |last: u64| last.saturating_add(1).saturating_sub(self.first);
         (count(self.indexed), count(self.head.max(self.indexed)))
     }
 
@@ -33,7 +33,9 @@ impl ChainProgress {
         if remaining == 0 {
             return Some(Duration::ZERO);
         }
-        (self.rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / self.rate))
+        // `try_`: a tiny rate against a huge (or bogus) head would overflow a `Duration`, and this runs in the
+        // indexer's loop.
+        (self.rate > 0.0).then(|| Duration::try_from_secs_f64(remaining as f64 / self.rate).ok()).flatten()
     }
 }
 
@@ -159,6 +161,9 @@ mod tests {
         assert_eq!(p.eta(), Some(Duration::from_secs(12)));
         assert_eq!(ChainProgress { rate: 0.0, ..p }.eta(), None);
         assert_eq!(ChainProgress { indexed: 1_000, ..p }.eta(), Some(Duration::ZERO));
+        // A bogus head and a crawl: no `Duration` holds it, and none is made up.
+        assert_eq!(ChainProgress { head: u64::MAX, rate: 1e-300, ..p }.eta(), None);
+        assert_eq!(ChainProgress { indexed: u64::MAX, head: u64::MAX, ..p }.done_total().0, u64::MAX - 101);
     }
 
     #[test]
