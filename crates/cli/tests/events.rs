@@ -440,17 +440,7 @@ impl World {
 
     /// Sends `tx` (automine: one block) and waits for its successful receipt; returns the block number.
     async fn send(&self, tx: Value) -> u64 {
-        let hash = self.eth.request("eth_sendTransaction", json!([tx])).await;
-        let started = Instant::now();
-        loop {
-            let receipt = self.eth.request("eth_getTransactionReceipt", json!([hash])).await;
-            if !receipt.is_null() {
-                assert_eq!(receipt["status"], "0x1", "transaction {tx} failed: {receipt}");
-                return quantity(&receipt["blockNumber"]);
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "no receipt for {hash}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        quantity(&self.eth.send_object(tx).await["blockNumber"])
     }
 
     /// Records what `create(count, ping_in_constructor, ping_after)` mined in `block` did.

@@ -152,17 +152,7 @@ impl Traffic {
 
     /// Sends `tx` (automine: one new block) and waits for its successful receipt; returns the block number.
     async fn send(&self, tx: Value) -> u64 {
-        let hash = self.eth.request("eth_sendTransaction", json!([tx])).await;
-        let started = Instant::now();
-        loop {
-            let receipt = self.eth.request("eth_getTransactionReceipt", json!([hash])).await;
-            if !receipt.is_null() {
-                assert_eq!(receipt["status"], "0x1", "transfer {tx} failed: {receipt}");
-                return quantity(&receipt["blockNumber"]);
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "no receipt for {hash}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        quantity(&self.eth.send_object(tx).await["blockNumber"])
     }
 
     /// Mines `blocks` new blocks, each with one transfer.

@@ -25,10 +25,10 @@ use std::time::Duration;
 use chainmux_core::ChainEvent;
 use chainmux_rpc::Pool;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cache_policy::Finality;
+use crate::follow::{Wake, follow};
 use crate::{AppState, Inner};
 
 /// How often the stored heads are read again.
@@ -93,42 +93,31 @@ pub(crate) fn start(state: &AppState, chain: &str) {
 }
 
 /// Refreshes the heads and evicts on reverts until the state is dropped.
-async fn run(inner: Weak<Inner>, chain: String, mut events: Option<broadcast::Receiver<ChainEvent>>) {
-    let mut ticker = tokio::time::interval(REFRESH);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let event = async {
-            match events.as_mut() {
-                Some(events) => events.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = ticker.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                refresh(&inner, &chain).await;
-            }
-            event = event => {
-                let Some(inner) = inner.upgrade() else { return };
-                match event {
-                    Ok(ChainEvent::Revert { to, from }) => {
-                        if let Some(tracker) = inner.finality.get(&chain) {
-                            tracker.observed.store(0, Ordering::Release);
-                        }
-                        let evicted = inner.rpc_cache.evict_above(&chain, to.number);
-                        debug!(to = to.number, from = from.number, evicted, "reorg: evicted unfinalized answers");
+async fn run(inner: Weak<Inner>, chain: String, events: Option<broadcast::Receiver<ChainEvent>>) {
+    follow(inner, events, REFRESH, |inner, wake| {
+        let chain = chain.clone();
+        async move {
+            match wake {
+                Wake::Tick => refresh(&inner, &chain).await,
+                Wake::Event(ChainEvent::Revert { to, from }) => {
+                    if let Some(tracker) = inner.finality.get(&chain) {
+                        tracker.observed.store(0, Ordering::Release);
                     }
-                    Ok(ChainEvent::Apply(_)) => {}
-                    Err(RecvError::Lagged(missed)) => {
-                        let evicted = inner.rpc_cache.evict_unfinalized(&chain);
-                        warn!(missed, evicted, "fell behind the indexer's events: evicted every unfinalized answer");
-                    }
-                    // The indexer stopped; the heads are still refreshed from the store.
-                    Err(RecvError::Closed) => events = None,
+                    let evicted = inner.rpc_cache.evict_above(&chain, to.number);
+                    debug!(to = to.number, from = from.number, evicted, "reorg: evicted unfinalized answers");
+                }
+                Wake::Event(ChainEvent::Apply(_)) => {}
+                Wake::Lagged(missed) => {
+                    let evicted = inner.rpc_cache.evict_unfinalized(&chain);
+                    warn!(
+                        missed,
+                        evicted, "fell behind the indexer's events: evicted every unfinalized answer"
+                    );
                 }
             }
         }
-    }
+    })
+    .await;
 }
 
 async fn refresh(inner: &Inner, chain: &str) {

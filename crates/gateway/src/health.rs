@@ -21,6 +21,7 @@ use tracing::{Instrument, info_span};
 use utoipa::ToSchema;
 
 use crate::error::AppError;
+use crate::follow::{Wake, follow};
 use crate::{AppState, Inner};
 
 /// When `/v1/chains/{chain}/health` says a chain is healthy.
@@ -115,68 +116,58 @@ pub(crate) fn start(state: &AppState, chain: &str) {
 }
 
 /// Samples the chain head and records the indexer's events until the state is dropped.
-async fn run(inner: Weak<Inner>, chain: String, mut events: Option<broadcast::Receiver<ChainEvent>>) {
-    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let event = async {
-            match events.as_mut() {
-                Some(events) => events.recv().await,
-                None => std::future::pending().await,
+async fn run(inner: Weak<Inner>, chain: String, events: Option<broadcast::Receiver<ChainEvent>>) {
+    follow(inner, events, SAMPLE_EVERY, |inner, wake| {
+        record(&inner, &chain, wake);
+        std::future::ready(())
+    })
+    .await;
+}
+
+/// One wake-up of the status tracker of `chain`.
+fn record(inner: &Inner, chain: &str, wake: Wake) {
+    let Some(tracker) = inner.health.chains.get(chain) else { return };
+    match wake {
+        Wake::Tick => {
+            let Some(head) = inner.chains.get(chain).and_then(|c| c.pool.best_head()) else { return };
+            let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
+            // A head lower than the last sample (a bogus high head that went away, a reset devnet) replaces the
+            // samples above it; otherwise lag would be timed from a head that never was.
+            while data.heads.back().is_some_and(|(_, last)| *last > head) {
+                data.heads.pop_back();
             }
-        };
-        tokio::select! {
-            _ = ticker.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                let head = inner.chains.get(&chain).and_then(|c| c.pool.best_head());
-                if let (Some(head), Some(tracker)) = (head, inner.health.chains.get(&chain)) {
-                    let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
-                    // A head lower than the last sample (a bogus high head that went away, a reset devnet)
-                    // replaces the samples above it; otherwise lag would be timed from a head that never was.
-                    while data.heads.back().is_some_and(|(_, last)| *last > head) {
-                        data.heads.pop_back();
-                    }
-                    if data.heads.back().is_none_or(|(_, last)| head > *last) {
-                        if data.heads.len() == HEADS_KEPT {
-                            data.heads.pop_front();
-                        }
-                        data.heads.push_back((Instant::now(), head));
-                    }
+            if data.heads.back().is_none_or(|(_, last)| head > *last) {
+                if data.heads.len() == HEADS_KEPT {
+                    data.heads.pop_front();
                 }
-            }
-            event = event => {
-                let Some(inner) = inner.upgrade() else { return };
-                let Some(tracker) = inner.health.chains.get(&chain) else { return };
-                match event {
-                    Ok(ChainEvent::Apply(blocks)) => {
-                        let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
-                        data.applied.push_back((Instant::now(), blocks.len() as u64));
-                        prune(&mut data, Instant::now());
-                    }
-                    Ok(ChainEvent::Revert { to, from }) => {
-                        let depth = from.number.saturating_sub(to.number);
-                        {
-                            let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
-                            data.reorgs.push_back(Instant::now());
-                            prune(&mut data, Instant::now());
-                        }
-                        inner.health.record_incident(Incident {
-                            at: unix_now(),
-                            chain: chain.clone(),
-                            kind: "reorg",
-                            upstream: None,
-                            message: format!(
-                                "reorg of depth {depth}: indexed head {} reverted to {}",
-                                from.number, to.number
-                            ),
-                        });
-                    }
-                    // Missed events only make the rate a little low; keep listening.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => events = None,
-                }
+                data.heads.push_back((Instant::now(), head));
             }
         }
+        Wake::Event(ChainEvent::Apply(blocks)) => {
+            let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
+            data.applied.push_back((Instant::now(), blocks.len() as u64));
+            prune(&mut data, Instant::now());
+        }
+        Wake::Event(ChainEvent::Revert { to, from }) => {
+            let depth = from.number.saturating_sub(to.number);
+            {
+                let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
+                data.reorgs.push_back(Instant::now());
+                prune(&mut data, Instant::now());
+            }
+            inner.health.record_incident(Incident {
+                at: unix_now(),
+                chain: chain.to_owned(),
+                kind: "reorg",
+                upstream: None,
+                message: format!(
+                    "reorg of depth {depth}: indexed head {} reverted to {}",
+                    from.number, to.number
+                ),
+            });
+        }
+        // Missed events only make the rate a little low; keep listening.
+        Wake::Lagged(_) => {}
     }
 }
 

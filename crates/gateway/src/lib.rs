@@ -20,6 +20,7 @@ mod consistency;
 mod error;
 mod event_filter;
 mod finality;
+mod follow;
 mod health;
 mod metrics_layer;
 mod openapi;

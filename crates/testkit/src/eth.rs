@@ -103,6 +103,19 @@ impl Eth {
         hash
     }
 
+    /// `eth_sendTransaction` of a ready-made transaction object, waits for the receipt and panics unless its
+    /// status is 1. Returns the receipt.
+    pub async fn send_object(&self, tx: Value) -> Value {
+        let answer = self.request("eth_sendTransaction", json!([tx])).await;
+        let hash: B256 = answer
+            .as_str()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or_else(|| panic!("eth_sendTransaction {tx}: {answer}"));
+        let receipt = self.wait_receipt(hash).await;
+        assert_eq!(receipt_status(&receipt), 1, "transaction {tx} failed: {receipt}");
+        receipt
+    }
+
     /// Like [`Eth::send`] but does not check the status; returns `(hash, status)`.
     ///
     /// Give an explicit `gas` for a transaction that will revert: without one anvil
