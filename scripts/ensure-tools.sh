@@ -5,9 +5,13 @@
 #   - the client libraries of the conformance tests (crates/cli/tests/clients.rs), pinned in tests/clients/:
 #     viem and ethers (`npm ci` into <tools dir>/clients-js) and web3.py (a venv in <tools dir>/clients-py);
 #     reinstalled only when the committed lock files change
+#   - kubernetes-validate (a venv in <tools dir>/k8s-validate, pinned in tests/deploy/requirements.txt), for the
+#     schema check of deploy/k8s/ (crates/cli/tests/deploy_manifests.rs)
 #   - a local PostgreSQL on 127.0.0.1:5432 that trusts user postgres over TCP
 #     (skipped when DATABASE_URL is set or something already answers there)
 #   - Debian's chromium, for the headless test of the status page (crates/cli/tests/status_page.rs)
+#   - promtool (Debian's prometheus package), for the alert rules' unit tests (deploy/prometheus/alerts.test.yml)
+#   - Debian's redis-server binary, which the Redis tests start themselves on free ports (never as a service)
 # Idempotent and quiet: installer output is only shown when a step fails.
 #
 # Usage:
@@ -104,6 +108,24 @@ _chainmux_ensure_py_clients() {
     cp "$src" "$dir/requirements.txt"
 }
 
+# kubernetes-validate, exactly as tests/deploy/requirements.txt pins it, in a venv whose copy of that file is the
+# stamp of what is installed. It bundles the Kubernetes JSON schemas, so the manifest test needs no network.
+_chainmux_ensure_k8s_validate() {
+    local src="$_chainmux_repo_dir/tests/deploy/requirements.txt" dir="$_chainmux_tools_dir/k8s-validate"
+    if [[ -x "$dir/bin/kubernetes-validate" ]] && cmp -s "$src" "$dir/requirements.txt"; then
+        return 0
+    fi
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        _chainmux_apt_install python3 python3-venv
+    fi
+    rm -rf "$dir"
+    _chainmux_log "installing kubernetes-validate into $dir (pip, venv)"
+    _chainmux_quiet python3 -m venv "$dir" || return 1
+    _chainmux_quiet "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$src" ||
+        return 1
+    cp "$src" "$dir/requirements.txt"
+}
+
 _chainmux_pg_ready() {
     command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1
 }
@@ -154,18 +176,42 @@ _chainmux_ensure_chromium() {
     _chainmux_apt_install chromium
 }
 
+# redis-server for the shared-state tests (crates/gateway/src/shared.rs, crates/cli/tests/redis_limits.rs); they
+# start their own instances, so the package's service is neither needed nor started here.
+_chainmux_ensure_redis() {
+    [[ -n "${REDIS_SERVER_BIN:-}" ]] && return 0
+    command -v redis-server >/dev/null 2>&1 && return 0
+    _chainmux_apt_install redis-server
+}
+
+# promtool, for the unit tests of the alert rules (deploy/prometheus/alerts.test.yml, run by
+# crates/cli/tests/deploy_assets.rs). Debian ships it in the prometheus package, whose server the tests do not
+# need: where systemd started it, it is stopped and disabled again, so it does not hold port 9090.
+_chainmux_ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    _chainmux_apt_install prometheus || return 1
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        _chainmux_quiet _chainmux_as_root systemctl disable --now prometheus.service
+    fi
+}
+
 _chainmux_ensure_main() {
     _chainmux_ensure_node_tools
     _chainmux_ensure_js_clients
     _chainmux_ensure_py_clients
+    _chainmux_ensure_k8s_validate
     _chainmux_ensure_postgres
     _chainmux_ensure_chromium
+    _chainmux_ensure_redis
+    _chainmux_ensure_promtool
 }
 
 _chainmux_forget() {
     unset -f _chainmux_log _chainmux_quiet _chainmux_as_root _chainmux_apt_install \
         _chainmux_ensure_node_tools _chainmux_ensure_js_clients _chainmux_ensure_py_clients _chainmux_pg_ready \
-        _chainmux_ensure_postgres _chainmux_ensure_chromium _chainmux_ensure_main _chainmux_forget
+        _chainmux_ensure_k8s_validate \
+        _chainmux_ensure_postgres _chainmux_ensure_chromium _chainmux_ensure_main _chainmux_forget \
+        _chainmux_ensure_redis _chainmux_ensure_promtool
     unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated _chainmux_repo_dir
 }
 

@@ -2,6 +2,7 @@
 //! pools, the indexers and the gateway together. The only crate that uses `anyhow`.
 
 mod chains;
+mod db;
 mod keys;
 #[cfg(feature = "otlp")]
 mod otlp;
@@ -53,6 +54,11 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "CHAINMUX_CONFIG")]
         config: PathBuf,
+    },
+    /// Database maintenance: partitioning of the chain-data tables.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
     },
     /// Create, list and revoke the gateway's API keys.
     Keys {
@@ -151,6 +157,7 @@ async fn main() -> ExitCode {
             print!("{}", config.redacted());
             eprintln!("config OK");
         }),
+        Command::Db { command } => db::run(command).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Status { url } => status::print(&url).await,
     };

@@ -2,9 +2,14 @@
 
 use anyhow::Context;
 use chainmux_config::Config;
-use chainmux_gateway::{AppState, ChainHandle, GatewayConfig, MethodPolicy};
-use chainmux_indexer::{Indexer, IndexerConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chainmux_core::ChainEvent;
+use chainmux_gateway::{AppState, ChainHandle, ChainRelay, GatewayConfig, MethodPolicy};
+use chainmux_indexer::{Indexer, IndexerConfig, LeadershipConfig};
 use chainmux_store::Store;
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -39,46 +44,47 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.indexer {
         crate::progress::spawn_renderer(shutdown.child_token());
     }
-    // Each indexed chain's event channel, which the gateway's live feeds and cache eviction subscribe to.
-    let mut chain_events = Vec::new();
+    // One event channel per chain for the life of the process: the indexers of successive leadership terms send
+    // into it, and so does the relay of what other replicas index; the gateway's live feeds and cache subscribe.
+    let chain_events: Vec<(String, broadcast::Sender<ChainEvent>)> =
+        chains.iter().map(|c| (c.spec.name.clone(), broadcast::channel(CHAIN_EVENT_BUFFER).0)).collect();
+    let relays: BTreeMap<String, Arc<ChainRelay>> = if roles.gateway {
+        chain_events
+            .iter()
+            .map(|(name, events)| (name.clone(), ChainRelay::new(store.clone(), name, events.clone())))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let replica = config.cluster.replica_id.clone().unwrap_or_else(default_replica_id);
     if roles.indexer {
-        for (chain, chain_config) in chains.iter().zip(&config.chains) {
-            let indexer_config = IndexerConfig {
-                start_block: chain_config.start_block,
-                batch_size: chain_config.batch_size,
-                poll_interval: chain_config.poll_interval(),
-                max_reorg_depth: chain_config.max_reorg_depth,
-                finality_confirmations: chain_config.finality_confirmations,
-                progress_board: crate::progress::board(),
-                ..IndexerConfig::default()
+        info!(%replica, "competing for the leadership of every chain");
+        for ((chain, chain_config), (_, events)) in chains.iter().zip(&config.chains).zip(&chain_events) {
+            let term = Term {
+                network: chain.network.clone(),
+                contracts: chain.contracts.clone(),
+                events: events.clone(),
+                relay: relays.get(&chain.spec.name).cloned(),
+                config: IndexerConfig {
+                    start_block: chain_config.start_block,
+                    batch_size: chain_config.batch_size,
+                    poll_interval: chain_config.poll_interval(),
+                    max_reorg_depth: chain_config.max_reorg_depth,
+                    finality_confirmations: chain_config.finality_confirmations,
+                    progress_board: crate::progress::board(),
+                    ..IndexerConfig::default()
+                },
             };
-            let indexer = Indexer::new(chain.network.clone(), store.clone(), indexer_config);
+            let leadership = LeadershipConfig { replica: replica.clone(), poll: config.cluster.leader_poll() };
             let name = chain.spec.name.clone();
-            chain_events.push((name.clone(), indexer.event_sender()));
             let cancel = shutdown.child_token();
-            let contracts = chain.contracts.clone();
             let store = store.clone();
-            let start_block = chain_config.start_block;
             indexers.spawn(async move {
-                let mut indexer = indexer;
-                // Contract entries catch up before the indexer moves on, so each block is decoded exactly once.
-                if let Some(contracts) = contracts {
-                    let prepared = chainmux_evm::catch_up::prepare(
-                        &contracts.network,
-                        &store,
-                        contracts.sources,
-                        start_block,
-                        contracts.options,
-                        &cancel,
-                    )
-                    .await;
-                    match prepared {
-                        Ok(decoder) => indexer = indexer.with_decoder(Box::new(decoder)),
-                        Err(chainmux_evm::catch_up::CatchUpError::Cancelled { .. }) => return (name, Ok(())),
-                        Err(err) => return (name, Err(anyhow::Error::new(err))),
-                    }
-                }
-                (name, indexer.run(cancel).await.map_err(anyhow::Error::new))
+                let led = chainmux_indexer::lead(&store, &name, &leadership, cancel, |fenced, cancel| {
+                    term.clone().run(fenced, cancel)
+                })
+                .await;
+                (name, led)
             });
         }
     }
@@ -106,6 +112,14 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             ..GatewayConfig::default()
         };
         let mut state = AppState::new(store.clone(), handles, gateway_config);
+        if let Some(url) = &config.redis.url {
+            state = state.with_redis(chainmux_gateway::RedisSettings {
+                url: url.expose_secret().to_owned(),
+                rate_limits: config.redis.rate_limits,
+                rpc_cache: config.redis.rpc_cache,
+                timeout: config.redis.timeout(),
+            })?;
+        }
         for chain in &config.chains {
             let methods = &chain.methods;
             let policy = MethodPolicy::new(chain.kind, &methods.allow, methods.deny.as_deref()).map_err(
@@ -115,12 +129,14 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             let threshold = chainmux_gateway::HealthThreshold {
                 max_lag_blocks: chain.health_max_lag_blocks(),
                 max_lag: std::time::Duration::from_secs(chain.health_max_lag_seconds),
+                start_block: chain.start_block,
             };
             state = state.with_health_threshold(&chain.name, threshold);
         }
-        for (chain, events) in chain_events {
-            state = state.with_chain_events(&chain, events);
+        for (chain, events) in &chain_events {
+            state = state.with_chain_events(chain, events.clone());
         }
+        chainmux_gateway::spawn_relays(store.clone(), relays.values().cloned().collect(), shutdown.child_token());
         let listen = config.gateway.listen_addr().context("gateway.listen")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -175,6 +191,69 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         anyhow::bail!("an indexer failed");
     }
     Ok(())
+}
+
+/// Events a slow subscriber of a chain's channel may fall behind by before it is told it lagged.
+const CHAIN_EVENT_BUFFER: usize = 1024;
+
+/// What one leadership term of a chain runs: its contract entries' catch-up, then the indexer, writing through the
+/// term's fenced store.
+#[derive(Clone)]
+struct Term {
+    network: Arc<dyn chainmux_core::Network>,
+    contracts: Option<chains::Contracts>,
+    events: broadcast::Sender<ChainEvent>,
+    /// This process's relay of the chain's feed, which stands by while the term runs.
+    relay: Option<Arc<ChainRelay>>,
+    config: IndexerConfig,
+}
+
+impl Term {
+    async fn run(self, store: Store, cancel: CancellationToken) -> anyhow::Result<()> {
+        if let Some(relay) = &self.relay {
+            relay.hand_over().await;
+        }
+        let result = self.index(store, &cancel).await;
+        if let Some(relay) = &self.relay {
+            relay.resume();
+        }
+        result
+    }
+
+    async fn index(&self, store: Store, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let mut indexer = Indexer::new(self.network.clone(), store.clone(), self.config.clone())
+            .with_event_sender(self.events.clone());
+        // Contract entries catch up before the indexer moves on, so each block is decoded exactly once.
+        if let Some(contracts) = self.contracts.clone() {
+            let prepared = chainmux_evm::catch_up::prepare(
+                &contracts.network,
+                &store,
+                contracts.sources,
+                self.config.start_block,
+                contracts.options,
+                cancel,
+            )
+            .await;
+            match prepared {
+                Ok(decoder) => indexer = indexer.with_decoder(Box::new(decoder)),
+                Err(chainmux_evm::catch_up::CatchUpError::Cancelled { .. }) => return Ok(()),
+                Err(err) => return Err(anyhow::Error::new(err)),
+            }
+        }
+        indexer.run(cancel.clone()).await.map_err(anyhow::Error::new)
+    }
+}
+
+/// This replica's name when `cluster.replica_id` is not set: the host name (a Kubernetes pod's name) and the
+/// process id, unique among replicas sharing a database.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "chainmux".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Logs how an indexer task ended; `true` if it failed.

@@ -81,6 +81,7 @@ fn render(body: &Value, paint: &Paint) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let chains = body["chains"].as_array().cloned().unwrap_or_default();
+    let now = body["now"].as_u64().unwrap_or_default();
     let header = format!(
         "{:<16} {:<6} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>9}  HEALTH",
         "CHAIN", "KIND", "HEAD", "INDEXED", "FINALIZED", "LAG", "LAG_S", "BLK/S", "REORGS/1H"
@@ -106,6 +107,14 @@ fn render(body: &Value, paint: &Paint) -> String {
             paint.state(status.to_owned(), status),
             if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) },
         );
+        // The error the indexer is retrying or stopped on, under its chain: it explains a growing lag.
+        let error = &chain["indexer_error"];
+        if let Some(message) = error["message"].as_str() {
+            let since =
+                error["since"].as_u64().map_or_else(String::new, |at| format!(" (since {})", age(now, at)));
+            let line = format!("  indexer error{since}: {}", cell(&Value::from(message)));
+            let _ = writeln!(out, "{}", paint.code(line, "31"));
+        }
     }
 
     let header = format!(
@@ -149,7 +158,6 @@ fn render(body: &Value, paint: &Paint) -> String {
     }
 
     let incidents = body["incidents"].as_array().cloned().unwrap_or_default();
-    let now = body["now"].as_u64().unwrap_or_default();
     let _ = writeln!(out, "\n{}", paint.bold(&format!("RECENT INCIDENTS ({})", incidents.len())));
     if incidents.is_empty() {
         let _ = writeln!(out, "none");
@@ -207,5 +215,18 @@ mod tests {
         );
         let coloured = render(&report(), &Paint { on: true });
         assert!(coloured.contains("\x1b[31mexcluded"), "{coloured}");
+        assert!(!plain.contains("indexer error"), "{plain}");
+    }
+
+    #[test]
+    fn the_indexer_error_shows_under_its_chain() {
+        let mut body = report();
+        body["chains"][0]["indexer_error"] =
+            json!({ "message": "fetch: upstream request failed\u{1b}[2J", "since": 940 });
+        let plain = render(&body, &Paint { on: false });
+        let mut lines = plain.lines().skip_while(|l| !l.starts_with("local"));
+        assert_eq!(lines.next().map(|l| l.starts_with("local")), Some(true), "{plain}");
+        let error = lines.next().expect("error line");
+        assert_eq!(error, "  indexer error (since 1m ago): fetch: upstream request failed\u{fffd}[2J");
     }
 }

@@ -7,7 +7,9 @@
 //! - the Prometheus rules parse, each has `for`, a severity and `summary`/`description`/`runbook` annotations,
 //!   every series their expressions name is in the scrape, and `deploy/prometheus.yml` loads them;
 //! - a series missing from the scrape is accepted only from [`ON_EVENT`], each a literal in the binary's source;
-//! - the README's Metrics section lists every metric family of the scrape, and nothing the source does not emit.
+//! - the README's Metrics section lists every metric family of the scrape, and nothing the source does not emit;
+//! - `promtool` accepts the rules and passes their unit tests (`deploy/prometheus/alerts.test.yml`: each alert
+//!   fires on series made for it and stays quiet on the others).
 
 mod common;
 
@@ -38,7 +40,6 @@ const ON_EVENT: &[(&str, &str)] = &[
         "only when a hedge is sent, i.e. the primary is slower than its hedge delay",
     ),
     ("chainmux_upstream_breaker_transitions_total", "only when a circuit breaker opens or closes"),
-    ("chainmux_indexer_errors_total", "only when fetching, reading heads or writing fails"),
     ("chainmux_upstream_state_changes_total", "only when an upstream turns down, excluded or healthy again"),
 ];
 
@@ -393,4 +394,45 @@ async fn dashboard_and_alerts_use_only_metrics_the_binary_exports() {
         problems.push(format!("README's Metrics table lacks {name}, which the source emits"));
     }
     assert!(problems.is_empty(), "{}\n\nscrape:\n{scrape}", problems.join("\n"));
+}
+
+/// `promtool` (installed by `scripts/ensure-tools.sh`) checks the rules and runs their unit tests: every alert
+/// fires on series made to trigger it, and not on their near misses.
+#[test]
+fn alert_rules_pass_promtool() {
+    let dir = repo_root().join("deploy/prometheus");
+    let rules: Value = serde_yaml_ng::from_str(&read("deploy/prometheus/alerts.yml")).expect("alerts.yml");
+    let tests: Value =
+        serde_yaml_ng::from_str(&read("deploy/prometheus/alerts.test.yml")).expect("alerts.test.yml");
+    // Every alert has a test group of its own name, so a new alert cannot go untested.
+    let alerts: BTreeSet<&str> = rules["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+        .filter_map(|rule| rule["alert"].as_str())
+        .collect();
+    let tested: BTreeSet<&str> = tests["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["alert_rule_test"].as_array().into_iter().flatten())
+        .filter(|case| case["exp_alerts"].as_array().is_some_and(|alerts| !alerts.is_empty()))
+        .filter_map(|case| case["alertname"].as_str())
+        .collect();
+    assert!(!alerts.is_empty(), "no alerts in alerts.yml");
+    assert_eq!(alerts, tested, "alerts without a firing test case in alerts.test.yml");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let output =
+            std::process::Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(
+                |err| panic!("cannot run promtool (scripts/ensure-tools.sh installs it): {err}"),
+            );
+        assert!(
+            output.status.success(),
+            "promtool {}: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Operator health views against a real `chainmux run`: one anvil behind two fault proxies (`primary` and
 //! `secondary`), killed and restored one after the other. `/v1/status`, the `chainmux_upstream_*` gauges,
-//! `/v1/chains/local/health` and `chainmux status` must all tell the same story.
+//! `/v1/chains/local/health` and `chainmux status` must all tell the same story, including the indexer's error
+//! while every upstream is down. And a flood of health probes costs a bounded number of store reads.
 
 mod common;
 
@@ -47,7 +48,7 @@ fn has_incident(status: &Value, kind: &str, upstream: &str) -> bool {
 
 #[tokio::test]
 async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
-    let ProxiedPair { anvil: _anvil, db: _db, eth, primary, secondary, mut config } =
+    let ProxiedPair { anvil: _anvil, db, eth, primary, secondary, mut config } =
         ProxiedPair::start(PROBE_INTERVAL_MS, BREAKER_COOLDOWN_MS).await;
     config.chain_key("health_max_lag_blocks", 5).chain_key("health_max_lag_seconds", 30);
     let mut chainmux = Chainmux::start(&config).await;
@@ -129,6 +130,34 @@ async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
     assert_eq!(health["healthy_upstreams"], 0, "{health}");
     let reasons = health["reasons"].to_string();
     assert!(reasons.contains("no healthy upstream"), "{health}");
+    // The indexer's failing requests are an incident, and the chain shows the error, from the database (where a
+    // replica that does not index the chain would read it too); upstream URLs never appear in it.
+    let status = chainmux
+        .wait_for("an indexer error in /v1/status", VIEW_WAIT, || async {
+            let status = status_of(base).await;
+            (has_kind(&status, "indexer_error") && !chain(&status)["indexer_error"].is_null())
+                .then_some(status)
+        })
+        .await;
+    let error = &chain(&status)["indexer_error"];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(["heads: ", "fetch: "].iter().any(|stage| message.starts_with(stage)), "{status}");
+    assert!(error["since"].as_u64().is_some_and(|since| since > 0), "{status}");
+    let incident = status.to_string();
+    for url in [&primary.url, &secondary.url] {
+        assert!(!incident.contains(url.as_str()), "an upstream URL in /v1/status: {status}");
+    }
+    let stored: Option<String> = sqlx::query_scalar("SELECT indexer_error FROM chains WHERE name = 'local'")
+        .fetch_one(&db_pool(&db.url).await)
+        .await
+        .expect("read chains");
+    assert_eq!(stored.as_deref(), Some(message), "the error comes from the database");
+    let output = chainmux_command()
+        .args(["status", "--url", base])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run chainmux status: {err}"));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.lines().any(|l| l.trim_start().starts_with("indexer error")), "status output:\n{table}");
     eth.mine(3).await;
     // Still 503 while they stay down: the new blocks cannot be indexed.
     assert_eq!(chain_health(base).await.0, 503);
@@ -145,10 +174,12 @@ async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
         .await;
     assert_eq!(health["reasons"], serde_json::json!([]), "{health}");
     let status = chainmux
-        .wait_for("both upstreams restored in /v1/status", VIEW_WAIT, || async {
+        .wait_for("both upstreams restored and the indexer recovered in /v1/status", VIEW_WAIT, || async {
             let status = status_of(base).await;
             (has_incident(&status, "upstream_restored", "primary")
-                && has_incident(&status, "upstream_restored", "secondary"))
+                && has_incident(&status, "upstream_restored", "secondary")
+                && has_kind(&status, "indexer_recovered")
+                && chain(&status)["indexer_error"].is_null())
             .then_some(status)
         })
         .await;
@@ -158,6 +189,96 @@ async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
     let times: Vec<u64> =
         status["incidents"].as_array().into_iter().flatten().filter_map(|i| i["at"].as_u64()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "incidents out of order: {times:?}");
+}
+
+fn has_kind(status: &Value, kind: &str) -> bool {
+    status["incidents"].as_array().is_some_and(|all| all.iter().any(|i| i["kind"] == kind))
+}
+
+async fn db_pool(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect to the test database")
+}
+
+/// Chain-state reads of the gateway waiting for a lock on `chains`, in the test database.
+async fn waiting_state_reads(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND query LIKE '%FROM chains c%'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+/// `/v1/chains/{chain}/health` is open: however many probes arrive, one computation at a time reads the store
+/// and its answer serves the probes for a moment. With the `chains` table locked, every read of the chain's
+/// state waits in Postgres, where it can be counted: a flood of concurrent probes must leave only a few waiting
+/// (the probe's own and the background trackers'), not one per probe.
+#[tokio::test]
+async fn a_flood_of_health_probes_costs_a_bounded_number_of_store_reads() {
+    const PROBERS: usize = 24;
+    let ProxiedPair { anvil: _anvil, db, eth, primary: _primary, secondary: _secondary, mut config } =
+        ProxiedPair::start(PROBE_INTERVAL_MS, BREAKER_COOLDOWN_MS).await;
+    // Enough connections that every prober could hold one: the bound must come from the gateway, not the pool.
+    config.env.push(("CHAINMUX_DATABASE__MAX_CONNECTIONS".to_owned(), "40".to_owned()));
+    let mut chainmux = Chainmux::start(&config).await;
+    let head = wait_synced(&mut chainmux, &eth).await;
+    let base = chainmux.base.clone();
+
+    // Probes answer correctly, and within the reuse period an answer serves the next probes.
+    let probes: Vec<(u16, Value)> =
+        futures_util::future::join_all((0..PROBERS).map(|_| chain_health(&base))).await;
+    for (code, health) in &probes {
+        assert_eq!((*code, &health["status"]), (200, &Value::from("ok")), "{health}");
+    }
+    assert_eq!(chain(&status_of(&base).await)["indexed_head"], head);
+
+    // Lock `chains`; after the reuse period, flood the probe.
+    let pool = db_pool(&db.url).await;
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE chains IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock chains");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let flood = tokio::spawn({
+        let base = base.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+            futures_util::future::join_all((0..PROBERS).map(|_| {
+                let base = base.clone();
+                async move {
+                    let mut answered = 0;
+                    while tokio::time::Instant::now() < deadline {
+                        chain_health(&base).await;
+                        answered += 1;
+                    }
+                    answered
+                }
+            }))
+            .await
+        }
+    });
+    let observer = db_pool(&db.url).await;
+    let mut most_waiting = 0;
+    while !flood.is_finished() {
+        most_waiting = most_waiting.max(waiting_state_reads(&observer).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.rollback().await.expect("unlock chains");
+    let answered = flood.await.expect("probers");
+    assert!(answered.iter().all(|n| *n >= 1), "every prober got answers: {answered:?}");
+    // One probe computation, the status tracker and the cache's finality tracker; a timed-out read of each may
+    // still wait in Postgres next to its successor.
+    assert!(most_waiting <= 6, "{most_waiting} chain-state reads waited at once for {PROBERS} probers");
+
+    // With the table free again, the probe soon answers healthy again.
+    chainmux
+        .wait_for("chain health 200 after the lock", VIEW_WAIT, || async {
+            (chain_health(&base).await.0 == 200).then_some(())
+        })
+        .await;
 }
 
 /// `GET {base}/v1/status`.

@@ -6,8 +6,9 @@
 //! filters (OR arrays, `null` wildcards) delivers exactly anvil's matching logs, once; across an `anvil_reorg` the
 //! dropped logs come again with `removed: true` (newest first), then the new branch's logs, every log once;
 //! `eth_unsubscribe` stops notifications; the per-connection limit answers a JSON-RPC error; plain calls and
-//! batches answer exactly as `POST /rpc/local`; a process without the chain's indexer refuses `eth_subscribe`
-//! clearly; an upstream dying does not drop a subscription.
+//! batches answer exactly as `POST /rpc/local`; a replica that does not index the chain delivers the same
+//! notifications, reorgs included, relayed from what the indexing replica commits; an upstream dying does not drop
+//! a subscription.
 
 mod common;
 
@@ -277,15 +278,44 @@ async fn new_heads_and_filtered_logs_arrive_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_resends_dropped_logs_as_removed_then_the_new_branch() {
+    reorg_scenario(Serving::Indexer).await;
+}
+
+/// The same through a replica that does not index the chain: it relays the indexing replica's commits from the
+/// store (`NOTIFY` + the store's blocks and logs), rollbacks included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_index_relays_heads_logs_and_reorgs() {
+    reorg_scenario(Serving::OtherReplica).await;
+}
+
+/// Which process the WebSocket client of [`reorg_scenario`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Serving {
+    /// The process that indexes the chain.
+    Indexer,
+    /// A second, gateway-only process on the same database.
+    OtherReplica,
+}
+
+async fn reorg_scenario(serving: Serving) {
     let anvil = Anvil::spawn().await;
     let eth = Eth::new(&anvil.url);
     let accounts = eth.accounts().await;
     let token = eth.deploy(accounts[0], contracts::DEMO_TOKEN).await;
     let db = TestDb::create().await;
-    let mut chainmux = Chainmux::start(&Config::new(&db.url, &[("primary", &anvil.url)])).await;
+    let config = Config::new(&db.url, &[("primary", &anvil.url)]);
+    let mut chainmux = Chainmux::start(&config).await;
     let start = wait_synced(&mut chainmux, &eth).await;
+    let relay = match serving {
+        Serving::Indexer => None,
+        Serving::OtherReplica => {
+            let mut gateway_only = config.clone();
+            gateway_only.run_args.push("--no-indexer");
+            Some(Chainmux::start(&gateway_only).await)
+        }
+    };
 
-    let mut ws = Ws::connect(&chainmux).await;
+    let mut ws = Ws::connect(relay.as_ref().unwrap_or(&chainmux)).await;
     let heads = ws.subscribe(json!(["newHeads"])).await;
     let logs = ws.subscribe(json!(["logs", {"address": token.to_string()}])).await;
     for i in 0..4u64 {
@@ -397,13 +427,16 @@ async fn unsubscribe_limits_and_plain_calls() {
     let not_an_object = ws.exchange(&json!("eth_chainId")).await;
     assert_eq!(not_an_object["error"]["code"], -32600, "{not_an_object}");
 
-    // A gateway that does not index the chain has no event source to subscribe to.
+    // A gateway that does not index the chain relays what the indexing replica commits.
     let mut gateway_only = config.clone();
     gateway_only.run_args.push("--no-indexer");
     let gateway = Chainmux::start(&gateway_only).await;
     let mut ws = Ws::connect(&gateway).await;
-    let refused = ws.call("eth_subscribe", json!(["newHeads"])).await;
-    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("no event source")), "{refused}");
+    let heads = ws.subscribe(json!(["newHeads"])).await;
+    eth.mine(1).await;
+    let (head, hash) = anvil_head(&eth).await;
+    let relayed = ws.until_head(&heads, head).await;
+    assert_eq!(results_of(&relayed, &heads).last().map(|h| lower(&h["hash"])), Some(hash));
     assert_eq!(ws.call("eth_chainId", json!([])).await["result"], "0x7a69", "plain calls still work");
 }
 

@@ -95,7 +95,7 @@ pub use redact::{redact_database_url, redact_url};
 pub use schema::{
     Base58Id, Base58IdError, ChainConfig, ChainKind, Commitment, Config, DatabaseConfig, DatabaseUrl,
     EvmAddress, EvmAddressError, FetchMode, GatewayConfig, MethodsConfig, ProgramConfig, RpcConfig,
-    TelemetryConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl,
+    TelemetryConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl, ClusterConfig, RedisConfig,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process

@@ -15,7 +15,7 @@ pub const RESERVED_ENV_VARS: &[&str] = &["CHAINMUX_CONFIG", "CHAINMUX_LOG", "CHA
 /// `__` can only address a whole section; one that names none of them is some other
 /// tool's variable (e.g. `CHAINMUX_TOOLS_DIR` of the build scripts) and is ignored rather
 /// than turned into an unknown-key error.
-const TOP_LEVEL_KEYS: &[&str] = &["database", "gateway", "chains", "telemetry"];
+const TOP_LEVEL_KEYS: &[&str] = &["database", "gateway", "chains", "telemetry", "cluster", "redis"];
 
 /// Keys that hold arrays of tables whose elements are addressed by `name` or index. When
 /// absent, creating a table in their place would only produce a confusing type error.

@@ -83,6 +83,8 @@ const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 10_000;
 const DEFAULT_BREAKER_SUCCESSES: u32 = 2;
 const DEFAULT_RATE_LIMIT_COOLDOWN_MS: u64 = 1000;
 const DEFAULT_HYSTERESIS: f64 = 0.2;
+const DEFAULT_LEADER_POLL_MS: u64 = 1000;
+const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
 const DEFAULT_PROBE_SHARE: f64 = 0.02;
 
 /// The whole chainmux configuration file.
@@ -106,6 +108,71 @@ pub struct Config {
     /// `[telemetry]`: trace export. Optional.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[cluster]`: how replicas share the indexing of chains. Optional; all keys have defaults.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// `[redis]`: state shared by gateway replicas (rate limits, response cache). Optional; without a URL every
+    /// replica keeps its own.
+    #[serde(default)]
+    pub redis: RedisConfig,
+}
+
+/// `[cluster]` section. Any number of replicas may run the indexer: each chain is written by the one replica holding
+/// its PostgreSQL advisory lock, and the others take over when it goes away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This replica's name in `/v1/status` and in the leadership records. Default: the host name and process id
+    /// (`HOSTNAME` in a Kubernetes pod is the pod name). 1–64 characters of letters, digits, `.`, `_`, `-`, `:`.
+    pub replica_id: Option<String>,
+    /// How often a replica that does not lead a chain tries to take its lock, and how often the leader checks
+    /// that its lock session is alive. A chain is taken over within about this long after its leader's
+    /// database session ends. Default 1000, range 50..=60000.
+    pub leader_poll_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { replica_id: None, leader_poll_ms: DEFAULT_LEADER_POLL_MS }
+    }
+}
+
+impl ClusterConfig {
+    /// [`Self::leader_poll_ms`] as a duration.
+    pub fn leader_poll(&self) -> Duration {
+        Duration::from_millis(self.leader_poll_ms)
+    }
+}
+
+/// `[redis]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, usually `"${REDIS_URL}"`. Unset: every replica keeps its own limits and
+    /// cache. Its password never reaches logs or `check-config`.
+    pub url: Option<DatabaseUrl>,
+    /// Keep per-key and per-IP rate limits in Redis, so N replicas together allow one quota, not N. Default true
+    /// (when `url` is set).
+    pub rate_limits: bool,
+    /// Share JSON-RPC answers about finalized blocks through Redis, besides each replica's own cache. Default
+    /// false.
+    pub rpc_cache: bool,
+    /// Longest a request waits for Redis before it falls back to the replica's own state. Default 50, range
+    /// 1..=5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, rate_limits: true, rpc_cache: false, timeout_ms: DEFAULT_REDIS_TIMEOUT_MS }
+    }
+}
+
+impl RedisConfig {
+    /// [`Self::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
 }
 
 /// `[telemetry]` section.
@@ -1187,6 +1254,8 @@ mod tests {
             },
             gateway: GatewayConfig::default(),
             telemetry: TelemetryConfig::default(),
+            cluster: ClusterConfig::default(),
+            redis: RedisConfig::default(),
             chains: vec![ChainConfig {
                 name: "main".into(),
                 kind: ChainKind::Evm,

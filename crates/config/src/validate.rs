@@ -52,6 +52,23 @@ impl Config {
             }
         }
 
+        if let Some(id) = &self.cluster.replica_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+            if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+                p.add("cluster.replica_id", "must be 1-64 characters of letters, digits, '.', '_', '-', ':'");
+            }
+        }
+        p.range("cluster.leader_poll_ms", self.cluster.leader_poll_ms, 50, 60_000);
+        if let Some(url) = &self.redis.url {
+            match Url::parse(url.expose_secret()) {
+                Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") => {}
+                Ok(_) => p.add("redis.url", "must start with redis:// or rediss://"),
+                // The url crate's messages never echo the input, so the password stays out.
+                Err(err) => p.add("redis.url", format!("invalid URL: {err}")),
+            }
+        }
+        p.range("redis.timeout_ms", self.redis.timeout_ms, 1, 5_000);
+
         let gw = &self.gateway;
         if gw.listen.parse::<SocketAddr>().is_err() {
             p.add(

@@ -11,8 +11,10 @@
 //!
 //! Each request spends from one of two budgets: `/rpc` requests from the RPC budget, everything else from the REST
 //! budget. A keyed request spends its key's budget (keyed by the key's row id), an anonymous one its client IP's;
-//! both are `governor` GCRA limiters, answering 429 with `Retry-After` when empty. Keys never reach logs, error
-//! messages or metric labels: failures are counted by reason, rate limiting by scope and route kind.
+//! both are GCRA limiters, answering 429 with `Retry-After` when empty: the replica's own `governor` limiters, or
+//! with `[redis]` one budget in Redis shared by every replica (the `shared` module), falling back to the replica's
+//! own while Redis is down. Keys never reach logs, error messages or metric labels: failures are counted by
+//! reason, rate limiting by scope and route kind.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -251,17 +253,8 @@ impl<K: Hash + Eq + Clone> Default for Limiters<K> {
 }
 
 impl<K: Hash + Eq + Clone> Limiters<K> {
-    /// `Err(wait)` when `client` has no request left under `limit`.
-    fn check(&self, limit: Limit, client: &K) -> Result<(), Duration> {
-        let limiter = lock(&self.by_quota)
-            .entry(limit)
-            .or_insert_with(|| Arc::new(RateLimiter::hashmap(limit.quota())))
-            .clone();
-        limiter.check_key(client).map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
-    }
-
-    /// Like [`Self::check`] for `n` requests at once (a JSON-RPC batch). A batch larger than the burst spends the
-    /// whole burst: it could never be admitted otherwise.
+    /// `Err(wait)` when `client` has fewer than `n` requests left under `limit` (`n` > 1: a JSON-RPC batch). A
+    /// batch larger than the burst spends the whole burst: it could never be admitted otherwise.
     fn check_n(&self, limit: Limit, client: &K, n: u32) -> Result<(), Duration> {
         let Some(n) = NonZeroU32::new(n.min(limit.burst.get())) else { return Ok(()) };
         let limiter = lock(&self.by_quota)
@@ -525,7 +518,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
                     // reach the database no faster than an anonymous client may call.
                     let ip = client_ip(&request, config.trust_forwarded_for);
                     let lookup = RpcCharge { client: Client::Ip(ip), limit: kind.pick(config.anonymous) };
-                    if let Err(wait) = lookup.check(access, kind) {
+                    if let Err(wait) = lookup.spend(&state, kind, 1).await {
                         return rate_limited("ip", kind, wait);
                     }
                     match state.store().api_key_by_hash(&hash).await {
@@ -555,7 +548,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
             RpcCharge { client: Client::Ip(ip), limit: kind.pick(config.anonymous) }
         }
     };
-    if let Err(wait) = charge.check(access, kind) {
+    if let Err(wait) = charge.spend(&state, kind, 1).await {
         return rate_limited(charge.client.scope(), kind, wait);
     }
     if kind == RouteKind::Rpc {
@@ -580,6 +573,14 @@ impl Client {
             Self::Ip(_) => "ip",
         }
     }
+
+    /// The client's budget of `kind` in Redis: `key:<kind>:<row id>` or `ip:<kind>:<address>`, never the key.
+    fn shared_name(self, kind: RouteKind) -> String {
+        match self {
+            Self::Key(id) => format!("key:{}:{id}", kind.label()),
+            Self::Ip(ip) => format!("ip:{}:{ip}", kind.label()),
+        }
+    }
 }
 
 /// A request's client and the limit of its budget. The middleware leaves it in an `/rpc` request's extensions, so
@@ -592,23 +593,33 @@ pub(crate) struct RpcCharge {
 }
 
 impl RpcCharge {
-    fn check(&self, access: &Access, kind: RouteKind) -> Result<(), Duration> {
+    /// Spends `n` requests of the client's `kind` budget: in Redis when limits are shared and it answers in time,
+    /// else in this replica's own limiters. `Err(wait)` when there are not that many left.
+    async fn spend(&self, state: &AppState, kind: RouteKind, n: u32) -> Result<(), Duration> {
         let Some(limit) = self.limit else { return Ok(()) };
+        // A batch larger than the burst spends the whole burst: it could never be admitted otherwise.
+        let n = n.min(limit.burst.get());
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(shared) = state.shared()
+            && let Some(result) = shared.check_rate(&self.client.shared_name(kind), limit, n).await
+        {
+            metrics::counter!("chainmux_rate_limit_checks_total", "backend" => "redis").increment(1);
+            return result;
+        }
+        metrics::counter!("chainmux_rate_limit_checks_total", "backend" => "local").increment(1);
+        let access = state.access();
         match self.client {
-            Client::Key(id) => access.keys.check(limit, &(id, kind)),
-            Client::Ip(ip) => access.ips.check(limit, &(ip, kind)),
+            Client::Key(id) => access.keys.check_n(limit, &(id, kind), n),
+            Client::Ip(ip) => access.ips.check_n(limit, &(ip, kind), n),
         }
     }
 
     /// Spends `n` requests of the `/rpc` budget (each call of a batch counts); `Err(wait)` (counted as a refusal)
     /// when there are not that many left.
-    pub(crate) fn charge_rpc_n(&self, state: &AppState, n: u32) -> Result<(), Duration> {
-        let Some(limit) = self.limit else { return Ok(()) };
-        let access = state.access();
-        let result = match self.client {
-            Client::Key(id) => access.keys.check_n(limit, &(id, RouteKind::Rpc), n),
-            Client::Ip(ip) => access.ips.check_n(limit, &(ip, RouteKind::Rpc), n),
-        };
+    pub(crate) async fn charge_rpc_n(&self, state: &AppState, n: u32) -> Result<(), Duration> {
+        let result = self.spend(state, RouteKind::Rpc, n).await;
         if result.is_err() {
             metrics::counter!("chainmux_rate_limited_total", "scope" => self.client.scope(), "route_kind" => "rpc")
                 .increment(1);
@@ -746,10 +757,10 @@ mod tests {
     fn limiter_refuses_beyond_the_burst_with_a_wait() {
         let limiters = Limiters::<u8>::default();
         let limit = Limit::new(1, 2).expect("a limit");
-        assert!(limiters.check(limit, &1).is_ok());
-        assert!(limiters.check(limit, &1).is_ok());
-        let wait = limiters.check(limit, &1).expect_err("third request in the same instant");
+        assert!(limiters.check_n(limit, &1, 1).is_ok());
+        assert!(limiters.check_n(limit, &1, 1).is_ok());
+        let wait = limiters.check_n(limit, &1, 1).expect_err("third request in the same instant");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(limiters.check(limit, &2).is_ok(), "another client has its own budget");
+        assert!(limiters.check_n(limit, &2, 1).is_ok(), "another client has its own budget");
     }
 }

@@ -15,9 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chainmux_core::ChainEvent;
 use chainmux_rpc::UpstreamStatus;
+use chainmux_store::IndexerErrorState;
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, debug, info_span};
 use utoipa::ToSchema;
 
 use crate::error::AppError;
@@ -31,11 +32,14 @@ pub struct HealthThreshold {
     pub max_lag_blocks: u64,
     /// Longest the chain head may stay ahead of the indexed head.
     pub max_lag: Duration,
+    /// The chain's first indexed block: before its first batch, lag counts from the block below it, not from
+    /// block 0 (a chain indexed from a recent block is not millions of blocks behind).
+    pub start_block: u64,
 }
 
 impl Default for HealthThreshold {
     fn default() -> Self {
-        Self { max_lag_blocks: 10, max_lag: Duration::from_secs(60) }
+        Self { max_lag_blocks: 10, max_lag: Duration::from_secs(60), start_block: 0 }
     }
 }
 
@@ -48,6 +52,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 const HEADS_KEPT: usize = 4096;
 /// How often the chain head is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How long a computed `/v1/chains/{chain}/health` answer serves further probes. Short against the lag limits
+/// (tens of seconds), long enough that a probe flood costs a few store reads per second.
+const PROBE_REUSE: Duration = Duration::from_millis(500);
 
 /// Every chain's tracker and the incident ring.
 #[derive(Debug)]
@@ -60,6 +67,9 @@ pub(crate) struct Trackers {
 struct ChainTracker {
     started: AtomicBool,
     data: Mutex<Tracked>,
+    /// The last `/v1/chains/{chain}/health` answer and when its computation started; held while one is computed,
+    /// so concurrent probes wait for it instead of each reading the store.
+    probe: tokio::sync::Mutex<Option<(Instant, ChainHealth)>>,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +84,8 @@ struct Tracked {
     heads: VecDeque<(Instant, u64)>,
     /// Whether the indexer's events reach this process (else no rate is known).
     has_events: bool,
+    /// The indexer's error as last read from the store; `None` until first read.
+    indexer_error: Option<Option<IndexerErrorState>>,
 }
 
 impl Trackers {
@@ -115,13 +127,68 @@ pub(crate) fn start(state: &AppState, chain: &str) {
     runtime.spawn(run(inner, chain.to_owned(), events).instrument(span));
 }
 
-/// Samples the chain head and records the indexer's events until the state is dropped.
+/// Samples the chain head and the indexer's stored error, and records the indexer's events until the state is
+/// dropped.
 async fn run(inner: Weak<Inner>, chain: String, events: Option<broadcast::Receiver<ChainEvent>>) {
     follow(inner, events, SAMPLE_EVERY, |inner, wake| {
-        record(&inner, &chain, wake);
-        std::future::ready(())
+        let chain = chain.clone();
+        async move {
+            let tick = matches!(wake, Wake::Tick);
+            record(&inner, &chain, wake);
+            if tick {
+                follow_indexer_error(&inner, &chain).await;
+            }
+        }
     })
     .await;
+}
+
+/// Turns a change of the indexer's error, as stored by whichever replica indexes the chain, into an incident.
+async fn follow_indexer_error(inner: &Inner, chain: &str) {
+    let Some(tracker) = inner.health.chains.get(chain) else { return };
+    // Bounded like the probes: a stalled database must not stall the head samples behind this.
+    let stored = match tokio::time::timeout(crate::READY_TIMEOUT, inner.store.chain_state(chain)).await {
+        Ok(Ok(stored)) => stored.and_then(|s| s.indexer_error),
+        Ok(Err(err)) => {
+            debug!(%err, "cannot read the indexer's status");
+            return;
+        }
+        Err(_) => return,
+    };
+    let previous = {
+        let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
+        data.indexer_error.replace(stored.clone())
+    };
+    if let Some(incident) = indexer_incident(chain, previous.as_ref(), stored.as_ref()) {
+        inner.health.record_incident(incident);
+    }
+}
+
+/// The incident of the indexer's error going from `previous` (`None`: not read before) to `now`, if any.
+fn indexer_incident(
+    chain: &str,
+    previous: Option<&Option<IndexerErrorState>>,
+    now: Option<&IndexerErrorState>,
+) -> Option<Incident> {
+    let before = previous.and_then(Option::as_ref);
+    match (before, now) {
+        (_, Some(error)) if before != Some(error) => Some(Incident {
+            at: u64::try_from(error.since).unwrap_or_else(|_| unix_now()),
+            chain: chain.to_owned(),
+            kind: "indexer_error",
+            upstream: None,
+            message: format!("indexer error: {}", error.message),
+        }),
+        // Only a recovery this process saw the error of: at start, no error means nothing happened.
+        (Some(_), None) => Some(Incident {
+            at: unix_now(),
+            chain: chain.to_owned(),
+            kind: "indexer_recovered",
+            upstream: None,
+            message: "indexer recovered".to_owned(),
+        }),
+        _ => None,
+    }
 }
 
 /// One wake-up of the status tracker of `chain`.
@@ -203,8 +270,11 @@ pub(crate) struct StatusReport {
     /// Unix seconds when the report was made (incident times are relative to it).
     now: u64,
     chains: Vec<ChainStatus>,
-    /// Newest first, at most 200: upstream state changes (excluded, down, restored) and reorgs.
+    /// Newest first, at most 200: upstream state changes (excluded, down, restored), reorgs, and indexer errors
+    /// and recoveries.
     incidents: Vec<Incident>,
+    /// Where state shared by replicas (rate limits, JSON-RPC cache) lives right now.
+    shared_state: crate::shared::SharedStatus,
 }
 
 /// One chain's progress and upstreams.
@@ -232,9 +302,45 @@ pub(crate) struct ChainStatus {
     blocks_per_second: Option<f64>,
     /// Reorgs the indexer rolled back in the last hour (in this process).
     reorgs_last_hour: u64,
+    /// The indexer's current error (whichever replica indexes the chain); `null` while it works.
+    #[schema(required)]
+    indexer_error: Option<IndexerErrorView>,
     /// What `/v1/chains/{chain}/health` answers.
     health: ChainHealth,
+    /// The replica that writes the chain (holds its lock); `null` when none does (or in `/v1/chains/{chain}/health`
+    /// reads, which skip it).
+    #[schema(required)]
+    leader: Option<LeaderView>,
     upstreams: Vec<UpstreamStatus>,
+}
+
+/// The replica leading a chain's indexing.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LeaderView {
+    /// `cluster.replica_id` of the holder.
+    replica: String,
+    /// The leadership term: one more at every takeover.
+    epoch: i64,
+    /// Unix seconds when the term started.
+    #[schema(required)]
+    since: Option<i64>,
+    /// Unix seconds of the holder's last proof that its lock session is alive (every `cluster.leader_poll_ms`).
+    #[schema(required)]
+    renewed_at: Option<i64>,
+}
+
+/// The error the indexer of a chain is retrying (or stopped on).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IndexerErrorView {
+    /// The failing stage (`heads`, `fetch`, `write`, or `stopped` for a fatal error) and the error.
+    message: String,
+    /// Unix seconds when it started.
+    since: u64,
+}
+
+/// The indexed height lag counts from: the cursor, or before the first batch the block below the start block.
+fn indexed_floor(cursor: Option<u64>, start_block: u64) -> Option<u64> {
+    cursor.or_else(|| start_block.checked_sub(1))
 }
 
 /// A recent event an operator wants to know about.
@@ -243,7 +349,8 @@ pub(crate) struct Incident {
     /// Unix seconds.
     at: u64,
     chain: String,
-    /// `upstream_excluded`, `upstream_down`, `upstream_restored`, `upstream_unknown` or `reorg`.
+    /// `upstream_excluded`, `upstream_down`, `upstream_restored`, `upstream_unknown`, `reorg`, `indexer_error`
+    /// or `indexer_recovered`.
     kind: &'static str,
     /// The upstream concerned, for upstream incidents.
     #[schema(required)]
@@ -281,8 +388,14 @@ async fn chain_status(state: &AppState, name: &str) -> Result<ChainStatus, AppEr
         .map_err(|_| AppError::Unavailable("the index store did not answer in time".to_owned()))??;
     let heads = stored.as_ref().and_then(|s| s.heads);
     let cursor = stored.as_ref().and_then(|s| s.cursor).map(|c| c.number);
+    let limits = state.health_threshold(name);
+    let indexed = indexed_floor(cursor, limits.start_block);
     let head = handle.pool.best_head().max(heads.map(|h| h.latest));
-    let lag_blocks = head.map(|h| h.saturating_sub(cursor.unwrap_or(0)));
+    let lag_blocks = head.map(|h| h.saturating_sub(indexed.unwrap_or(0)));
+    let indexer_error = stored.as_ref().and_then(|s| s.indexer_error.as_ref()).map(|e| IndexerErrorView {
+        message: e.message.clone(),
+        since: u64::try_from(e.since).unwrap_or_default(),
+    });
     let upstreams = handle.pool.statuses();
     let now = Instant::now();
 
@@ -291,7 +404,7 @@ async fn chain_status(state: &AppState, name: &str) -> Result<ChainStatus, AppEr
         Some(tracker) => {
             let mut data = tracker.data.lock().unwrap_or_else(PoisonError::into_inner);
             prune(&mut data, now);
-            let lag_seconds = lag_seconds(&data.heads, lag_blocks, cursor, now);
+            let lag_seconds = lag_seconds(&data.heads, lag_blocks, indexed, now);
             let rate = match (data.has_events, data.started_at) {
                 (true, Some(started)) => {
                     let window = now.duration_since(started).min(RATE_WINDOW).as_secs_f64().max(1.0);
@@ -304,7 +417,6 @@ async fn chain_status(state: &AppState, name: &str) -> Result<ChainStatus, AppEr
         None => (None, None, 0),
     };
 
-    let limits = state.health_threshold(name);
     let healthy_upstreams = upstreams.iter().filter(|u| u.state == "healthy").count();
     let mut reasons = Vec::new();
     if healthy_upstreams == 0 {
@@ -343,7 +455,9 @@ async fn chain_status(state: &AppState, name: &str) -> Result<ChainStatus, AppEr
         lag_seconds,
         blocks_per_second,
         reorgs_last_hour,
+        indexer_error,
         health,
+        leader: None,
         upstreams,
     })
 }
@@ -355,6 +469,19 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusR
     let mut chains = Vec::new();
     for name in state.inner.chains.keys() {
         chains.push(chain_status(&state, name).await?);
+    }
+    let leaders = tokio::time::timeout(crate::READY_TIMEOUT, state.inner.store.leaders())
+        .await
+        .map_err(|_| AppError::Unavailable("the index store did not answer in time".to_owned()))??;
+    for chain in &mut chains {
+        chain.leader = leaders.iter().find(|l| l.chain == chain.name).and_then(|l| {
+            Some(LeaderView {
+                replica: l.holder.clone()?,
+                epoch: l.epoch,
+                since: l.acquired_at,
+                renewed_at: l.renewed_at,
+            })
+        });
     }
     // Read after the statuses above, which is when new upstream state changes are noticed.
     let mut incidents: Vec<Incident> =
@@ -380,7 +507,31 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusR
     incidents.reverse();
     incidents.sort_by_key(|i| std::cmp::Reverse(i.at));
     incidents.truncate(INCIDENTS_KEPT);
-    Ok(Json(StatusReport { now: unix_now(), chains, incidents }))
+    let shared_state = state.shared().map_or(crate::shared::SharedStatus::NOT_CONFIGURED, |s| s.status());
+    Ok(Json(StatusReport { now: unix_now(), chains, incidents, shared_state }))
+}
+
+/// What `/v1/chains/{chain}/health` answers for served chain `chain`, from the store and the tracker.
+async fn probe(state: &AppState, chain: &str) -> Result<ChainHealth, AppError> {
+    match chain_status(state, chain).await {
+        Ok(status) => Ok(status.health),
+        Err(AppError::NotFound(message)) => Err(AppError::NotFound(message)),
+        // The store is down: the chain cannot be served, and the answer keeps this route's shape.
+        Err(err) => {
+            tracing::warn!(%err, chain, "chain health: index store unavailable");
+            let limits = state.health_threshold(chain);
+            Ok(ChainHealth {
+                chain: chain.to_owned(),
+                status: "unhealthy",
+                reasons: vec!["index store unavailable".to_owned()],
+                lag_blocks: None,
+                lag_seconds: None,
+                max_lag_blocks: limits.max_lag_blocks,
+                max_lag_seconds: limits.max_lag.as_secs_f64(),
+                healthy_upstreams: 0,
+            })
+        }
+    }
 }
 
 /// 200 when the chain's indexer is within its lag limits and at least one upstream is healthy, else 503; the
@@ -397,26 +548,23 @@ pub(crate) async fn chain_health(
     State(state): State<AppState>,
     Path(chain): Path<String>,
 ) -> Result<(StatusCode, Json<ChainHealth>), AppError> {
-    let health = match chain_status(&state, &chain).await {
-        Ok(status) => status.health,
-        Err(AppError::NotFound(message)) => return Err(AppError::NotFound(message)),
-        // The store is down: the chain cannot be served, and the answer keeps this route's shape.
-        Err(err) => {
-            tracing::warn!(%err, chain, "chain health: index store unavailable");
-            let limits = state.health_threshold(&chain);
-            ChainHealth {
-                chain,
-                status: "unhealthy",
-                reasons: vec!["index store unavailable".to_owned()],
-                lag_blocks: None,
-                lag_seconds: None,
-                max_lag_blocks: limits.max_lag_blocks,
-                max_lag_seconds: limits.max_lag.as_secs_f64(),
-                healthy_upstreams: 0,
-            }
+    state.chain(&chain)?;
+    let Some(tracker) = state.inner.health.chains.get(&chain) else {
+        return Err(AppError::NotFound(format!("unknown chain {chain:?}")));
+    };
+    // One computation at a time per chain, and its answer serves every probe for [`PROBE_REUSE`]: the route is
+    // open, so whatever the probe rate, the store sees a bounded number of reads.
+    let mut memo = tracker.probe.lock().await;
+    let mut health = match memo.as_ref().filter(|(at, _)| at.elapsed() < PROBE_REUSE) {
+        Some((_, health)) => health.clone(),
+        None => {
+            let computed_at = Instant::now();
+            let health = probe(&state, &chain).await?;
+            *memo = Some((computed_at, health.clone()));
+            health
         }
     };
-    let mut health = health;
+    drop(memo);
     // A draining instance must leave per-chain load balancing as it leaves `/ready`'s.
     if state.is_draining() {
         health.status = "unhealthy";
@@ -429,6 +577,34 @@ pub(crate) async fn chain_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_before_the_first_batch_counts_from_below_the_start_block() {
+        assert_eq!(indexed_floor(None, 0), None);
+        assert_eq!(indexed_floor(None, 20_000_000), Some(19_999_999));
+        // Once a batch is written the cursor decides.
+        assert_eq!(indexed_floor(Some(20_000_005), 20_000_000), Some(20_000_005));
+        assert_eq!(indexed_floor(Some(3), 0), Some(3));
+    }
+
+    #[test]
+    fn indexer_error_changes_become_incidents() {
+        let error = |message: &str, since| IndexerErrorState { message: message.to_owned(), since };
+        let fetch = error("fetch: upstream request failed: no upstream", 100);
+        // Seen at start: reported with its own time; a working indexer at start is no incident.
+        let first = indexer_incident("c", None, Some(&fetch)).expect("incident");
+        assert_eq!((first.kind, first.at), ("indexer_error", 100));
+        assert_eq!(first.message, "indexer error: fetch: upstream request failed: no upstream");
+        assert!(indexer_incident("c", None, None).is_none());
+        // The same error read again is not news; another one, or a recovery, is.
+        assert!(indexer_incident("c", Some(&Some(fetch.clone())), Some(&fetch)).is_none());
+        let stopped = error("stopped: reorg too deep", 130);
+        let next = indexer_incident("c", Some(&Some(fetch.clone())), Some(&stopped)).expect("incident");
+        assert_eq!(next.kind, "indexer_error");
+        let recovered = indexer_incident("c", Some(&Some(fetch)), None).expect("incident");
+        assert_eq!((recovered.kind, recovered.message.as_str()), ("indexer_recovered", "indexer recovered"));
+        assert!(indexer_incident("c", Some(&None), None).is_none());
+    }
 
     #[test]
     fn lag_seconds_count_from_the_first_head_above_the_indexed_one() {

@@ -25,10 +25,12 @@ mod health;
 mod metrics_layer;
 mod openapi;
 mod params;
+mod relay;
 mod render;
 mod routes;
 mod rpc_cache;
 mod rpc_policy;
+mod shared;
 mod sse;
 mod status_page;
 mod subscriptions;
@@ -52,8 +54,10 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 pub use auth::{AccessConfig, ApiKey, Budget, CorsOrigins, DEFAULT_KEY_CACHE_TTL, Limit};
 pub use error::AppError;
 pub use health::HealthThreshold;
+pub use relay::{ChainRelay, spawn_relays};
 pub use rpc_cache::RpcCacheLimits;
 pub use rpc_policy::{DEFAULT_EVM_DENY, MethodPattern, MethodPolicy, PatternError};
+pub use shared::{RedisSettings, SharedStateError};
 
 /// Gateway limits from the config.
 #[derive(Debug, Clone)]
@@ -116,6 +120,8 @@ pub struct AppState {
     /// Each chain's `/v1/chains/{chain}/health` limits; [`HealthThreshold::default`] until
     /// [`AppState::with_health_threshold`] sets others.
     health_limits: Arc<BTreeMap<String, HealthThreshold>>,
+    /// State shared with other replicas through Redis ([`AppState::with_redis`]); `None`: this replica's own only.
+    shared: Option<Arc<shared::Shared>>,
 }
 
 #[derive(Debug)]
@@ -188,7 +194,20 @@ impl AppState {
             methods: Arc::new(methods),
             chain_events: Arc::default(),
             health_limits: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Shares rate limits (and, if `settings.rpc_cache`, finalized JSON-RPC answers) with the other replicas
+    /// through Redis, falling back to this replica's own state whenever Redis is down. Connects in the
+    /// background, so it never waits for Redis; must run inside a Tokio runtime.
+    pub fn with_redis(mut self, settings: RedisSettings) -> Result<Self, SharedStateError> {
+        self.shared = Some(shared::Shared::start(settings)?);
+        Ok(self)
+    }
+
+    fn shared(&self) -> Option<&Arc<shared::Shared>> {
+        self.shared.as_ref()
     }
 
     /// Feeds chain `chain`'s indexer events (`Indexer::event_sender`) to the gateway's live feeds and caches.

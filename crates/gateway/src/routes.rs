@@ -23,7 +23,7 @@ use crate::consistency::{self, ChainJson};
 use crate::error::ErrorBody;
 use crate::event_filter::{self, EventName, Selection};
 use crate::params::{self, Id, QueryParams};
-use crate::rpc_cache::CacheKey;
+use crate::rpc_cache::{CacheKey, Retention};
 use crate::rpc_policy;
 use crate::{AppError, AppState, ChainHandle, READY_TIMEOUT, render};
 
@@ -597,7 +597,8 @@ pub(crate) async fn rpc(
     // The middleware charged the request as one call; every further call of a batch counts too.
     if let (Some(axum::Extension(charge)), Value::Array(items)) = (&charge, &request)
         && items.len() > 1
-        && let Err(wait) = charge.charge_rpc_n(&state, u32::try_from(items.len() - 1).unwrap_or(u32::MAX))
+        && let Err(wait) =
+            charge.charge_rpc_n(&state, u32::try_from(items.len() - 1).unwrap_or(u32::MAX)).await
     {
         return crate::auth::too_many_requests(wait);
     }
@@ -831,11 +832,19 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
     let epoch = state.rpc_cache().epoch();
     let key = cacheable.then(|| CacheKey::new(chain, &request.method, &params));
     if let Some(key) = &key {
-        let cached = state.rpc_cache().get(key);
-        let result = if cached.is_some() { "hit" } else { "miss" };
-        metrics::counter!("chainmux_rpc_cache_total", "chain" => chain.to_owned(), "result" => result)
+        let mut cached = state.rpc_cache().get(key).map(|result| (result, "hit"));
+        // Then the replicas' shared cache (`[redis] rpc_cache`), which holds finalized answers only.
+        if cached.is_none()
+            && let Some(shared) = state.shared()
+            && let Some(result) = shared.cache_get(key).await
+        {
+            state.rpc_cache().insert(chain, key.clone(), result.clone(), Retention::Final, epoch);
+            cached = Some((result, "shared_hit"));
+        }
+        let outcome = cached.as_ref().map_or("miss", |(_, outcome)| *outcome);
+        metrics::counter!("chainmux_rpc_cache_total", "chain" => chain.to_owned(), "result" => outcome)
             .increment(1);
-        if let Some(result) = cached {
+        if let Some((result, _)) = cached {
             let answer = RpcResponse { jsonrpc: "2.0", id: request.id, result: Some(result), error: None };
             let trace = CallTrace { upstream: Some("cache".to_owned()), attempts: 0, hedges: 0 };
             let (trace, cache) = (Some(trace), Some(CacheUse::Hit));
@@ -874,6 +883,11 @@ async fn forward(state: &AppState, handle: &ChainHandle, request: Value) -> Forw
                 && let Some(retention) =
                     cache_policy::retention(kind, &request.method, &params, &result, finality)
             {
+                if retention == Retention::Final
+                    && let Some(shared) = state.shared()
+                {
+                    shared.cache_put(&key, &result);
+                }
                 state.rpc_cache().insert(chain, key, result.clone(), retention, epoch);
             }
             RpcResponse { jsonrpc: "2.0", id, result: Some(result), error: None }

@@ -64,6 +64,11 @@ impl CacheKey {
         text.push(']');
         Self(text)
     }
+
+    /// The canonical JSON text, e.g. for naming the answer in a shared cache.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Appends `value` as compact JSON with object keys in sorted order, whatever order the map keeps.

@@ -294,7 +294,7 @@ impl Connection {
             _ => 1,
         };
         if let Some(charge) = &self.charge
-            && let Err(wait) = charge.charge_rpc_n(&self.state, cost)
+            && let Err(wait) = charge.charge_rpc_n(&self.state, cost).await
         {
             let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
             let refusal = |id: Value| {

@@ -8,8 +8,11 @@
 //! [`chainmux_core::ChainEvent::Revert`]), then indexes the new branch; a chain that is merely shorter (a lagging
 //! node) is waited out, and a reorg deeper than `max_reorg_depth` or below finality stops the chain's loop.
 
+mod leader;
 mod pipeline;
 pub mod progress;
+mod status;
 
+pub use leader::{LeadershipConfig, lead};
 pub use pipeline::{Indexer, IndexerConfig, IndexerError};
 pub use progress::{ChainProgress, ProgressBoard};

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::progress::{ProgressBoard, RateTracker, format_eta, format_rate};
+use crate::status::ErrorStatus;
 
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
@@ -87,6 +88,8 @@ pub struct Indexer {
     events: broadcast::Sender<ChainEvent>,
     /// Derives decoded events and factory children from each batch before it is written.
     decoder: Option<Box<dyn BlockDecoder>>,
+    /// The current error as recorded in the store, for every gateway replica's status view.
+    status: ErrorStatus,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -115,7 +118,22 @@ enum Fork {
 impl Indexer {
     pub fn new(network: Arc<dyn Network>, store: Store, config: IndexerConfig) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Self { network, store, config, head: AtomicU64::new(0), events, decoder: None }
+        Self {
+            network,
+            store,
+            config,
+            head: AtomicU64::new(0),
+            events,
+            decoder: None,
+            status: ErrorStatus::default(),
+        }
+    }
+
+    /// Sends the indexer's events into `events` instead of a channel of its own: one channel per chain outlives
+    /// the indexers of successive leadership terms, so live feeds subscribe once.
+    pub fn with_event_sender(mut self, events: broadcast::Sender<ChainEvent>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Runs `decoder` over every batch, in chain order, right before it is written, so its rows (decoded events,
@@ -166,6 +184,7 @@ impl Indexer {
         let mut cursor = self.store.cursor(&chain).await.map_err(store_err)?;
         info!(next = cursor.map_or(self.config.start_block, |c| c.number + 1), cursor = ?cursor.map(|c| c.number), "indexer starting");
 
+        register_series(&chain);
         let this = Arc::new(self);
         let mut progress = Progress::new(cursor.map_or(this.config.start_block, |c| c.number + 1));
         // Each round runs a fetcher from just above the cursor; a fork ends the round, and the next one starts
@@ -228,9 +247,15 @@ impl Indexer {
                     cursor = Some(ancestor);
                 }
                 Ok(Some(Fork::Stale)) => {}
-                Ok(None) => return fetched,
+                Ok(None) => {
+                    if let Err(err) = &fetched {
+                        this.status.stopped(&this.store, &chain, err).await;
+                    }
+                    return fetched;
+                }
                 Err(err) => {
                     error!(%err, "indexer stopped");
+                    this.status.stopped(&this.store, &chain, &err).await;
                     return Err(err);
                 }
             }
@@ -383,6 +408,7 @@ impl Indexer {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "batch written"
                     );
+                    self.status.succeeded(&self.store, chain, "write").await;
                     let head = last;
                     // No subscriber is fine: the event only matters to whoever listens.
                     let _ = self.events.send(ChainEvent::Apply(blocks.into()));
@@ -393,6 +419,7 @@ impl Indexer {
                     metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.to_owned(), "stage" => "write")
                         .increment(1);
                     warn!(%err, retry_in_ms = delay.as_millis() as u64, "batch write failed; retrying");
+                    self.status.failed(&self.store, chain, "write", &err).await;
                     tokio::time::sleep(delay).await;
                 }
                 Err(source) => return Err(IndexerError::Store { chain: chain.to_owned(), source }),
@@ -432,9 +459,11 @@ impl Indexer {
                         if let Err(err) = self.store.set_heads(&chain, &heads).await {
                             warn!(%err, "cannot record heads");
                         }
+                        self.status.succeeded(&self.store, &chain, "heads").await;
                     }
                     Err(err) => {
                         failed("heads");
+                        self.status.failed(&self.store, &chain, "heads", &err).await;
                         if !self.wait_after(&err, &mut delays, &cancel).await {
                             return Err(IndexerError::Network { chain, source: err });
                         }
@@ -453,6 +482,7 @@ impl Indexer {
             match self.network.fetch(next..=end).instrument(fetch_span).await {
                 Ok(blocks) => {
                     delays = self.backoff();
+                    self.status.succeeded(&self.store, &chain, "fetch").await;
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
                         sent = batches.send(blocks) => if sent.is_err() { return Ok(()) },
@@ -461,6 +491,7 @@ impl Indexer {
                 }
                 Err(err) => {
                     failed("fetch");
+                    self.status.failed(&self.store, &chain, "fetch", &err).await;
                     if !self.wait_after(&err, &mut delays, &cancel).await {
                         return Err(IndexerError::Network { chain, source: err });
                     }
@@ -501,6 +532,17 @@ impl Indexer {
             _ = tokio::time::sleep(delay) => {}
         }
         true
+    }
+}
+
+/// Creates the chain's indexer counters at 0, so the first reorg or error after a start is an increase to
+/// `increase()`/`rate()` in alert rules (a series that first appears at 1 has no increase).
+fn register_series(chain: &str) {
+    metrics::counter!("chainmux_indexer_reorgs_total", "chain" => chain.to_owned()).increment(0);
+    metrics::counter!("chainmux_indexer_blocks_total", "chain" => chain.to_owned()).increment(0);
+    for stage in ["heads", "fetch", "write"] {
+        metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.to_owned(), "stage" => stage)
+            .increment(0);
     }
 }
 

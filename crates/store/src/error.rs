@@ -20,6 +20,13 @@ pub enum StoreError {
     ChainMismatch { chain: String, stored: String, configured: String },
     #[error("value of {0} does not fit the column")]
     OutOfRange(&'static str),
+    /// This replica's leadership term of the chain ended (its lock session died, or another replica took over):
+    /// nothing was written, and this replica must stop writing the chain.
+    #[error("chain {chain}: leadership term {epoch} has ended; another replica writes this chain now")]
+    Fenced { chain: String, epoch: i64 },
+    /// `chainmux db partition` cannot do what was asked (see [`crate::Store::partition_chain`]); nothing changed.
+    #[error("cannot partition chain {chain}: {reason}")]
+    Partition { chain: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -6,16 +6,27 @@
 //! a crash mid-batch leaves either the whole batch with its cursor, or neither.
 
 mod api_keys;
+mod chain_status;
 mod contracts;
 mod error;
+mod feed;
+mod leader;
+mod partitions;
 mod read;
 mod read_events;
 mod revert;
 mod write;
 
 pub use api_keys::{ApiKeyAuth, ApiKeyRow, CreateApiKey, KeyLimits, NewApiKey, RevokeApiKey};
+pub use chain_status::IndexerErrorState;
 pub use contracts::{ContractSourceDef, ContractSourceState, FactoryDef, SourceSync};
 pub use error::{Result, StoreError};
+pub use feed::{FEED_CHANNEL, FeedDelta, FeedListener};
+pub use leader::{LeaderElection, LeaderRow, LeaderTerm, application_name as leader_application_name};
+pub use partitions::{
+    MAX_NEW_RANGES, PartitionBounds, PartitionChange, PartitionInfo, PartitionReport, RANGES_AHEAD,
+    partition_name,
+};
 pub use read::{
     BlockRow, ChainState, InstructionFilter, InstructionKey, InstructionRow, LogFilter, LogKey, LogRow, Page,
     TransactionRow, TransferFilter, TransferKey, TransferRow,
@@ -35,6 +46,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// The leadership epoch every write of this handle must still hold ([`Store::fenced`]); `None` writes
+    /// unconditionally (tests, tools, single-writer setups).
+    fence: Option<i64>,
 }
 
 impl Store {
@@ -45,11 +59,11 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Self { pool })
+        Ok(Self { pool, fence: None })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, fence: None }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -4,7 +4,7 @@
 use chainmux_core::{B256, BlockPtr, Heads};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
-use crate::{Result, Store, StoreError};
+use crate::{IndexerErrorState, Result, Store, StoreError};
 
 pub(crate) fn ptr_from(number: i64, hash: Vec<u8>) -> Result<BlockPtr> {
     let number =
@@ -22,6 +22,8 @@ pub struct ChainState {
     pub chain_id: i64,
     pub cursor: Option<BlockPtr>,
     pub heads: Option<Heads>,
+    /// The indexer's current error, as the replica indexing the chain last recorded it.
+    pub indexer_error: Option<IndexerErrorState>,
 }
 
 #[derive(FromRow)]
@@ -34,6 +36,8 @@ struct ChainStateRow {
     finalized_number: Option<i64>,
     cursor_number: Option<i64>,
     cursor_hash: Option<Vec<u8>>,
+    indexer_error: Option<String>,
+    indexer_error_at: Option<i64>,
 }
 
 impl ChainStateRow {
@@ -48,7 +52,17 @@ impl ChainStateRow {
             safe: self.safe_number.and_then(as_u64),
             finalized: self.finalized_number.and_then(as_u64),
         });
-        Ok(ChainState { name: self.name, kind: self.kind, chain_id: self.chain_id, cursor, heads })
+        let indexer_error = self
+            .indexer_error
+            .map(|message| IndexerErrorState { message, since: self.indexer_error_at.unwrap_or_default() });
+        Ok(ChainState {
+            name: self.name,
+            kind: self.kind,
+            chain_id: self.chain_id,
+            cursor,
+            heads,
+            indexer_error,
+        })
     }
 }
 
@@ -237,7 +251,8 @@ impl<T> Page<T> {
 macro_rules! chain_state_select {
     () => {
         "SELECT c.name, c.kind, c.chain_id, c.head_number, c.safe_number, \
-     c.finalized_number, k.block_number AS cursor_number, k.block_hash AS cursor_hash \
+     c.finalized_number, k.block_number AS cursor_number, k.block_hash AS cursor_hash, c.indexer_error, \
+     extract(epoch FROM c.indexer_error_at)::bigint AS indexer_error_at \
      FROM chains c LEFT JOIN cursors k ON k.chain = c.name"
     };
 }

@@ -64,6 +64,9 @@ impl Store {
             });
         }
         let mut tx = self.pool.begin().await?;
+        if let Some(epoch) = self.fence {
+            crate::leader::check_fence(&mut tx, chain, epoch, None).await?;
+        }
         // Cursor first, conditional on its expected position: the same fence as batch writes.
         let moved = sqlx::query(
             "UPDATE cursors SET block_number = $2, block_hash = $3, updated_at = now() \
@@ -115,6 +118,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        crate::feed::notify(&mut tx, chain).await?;
         tx.commit().await?;
         Ok(removed)
     }

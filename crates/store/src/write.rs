@@ -65,7 +65,7 @@ impl Store {
         let started = Instant::now();
 
         let mut conn = CloseIfCancelled { conn: self.pool.acquire().await?, done: false };
-        let written = write_rows(&mut conn.conn, chain, expected, last.ptr, blocks).await;
+        let written = write_rows(&mut conn.conn, chain, expected, last.ptr, blocks, self.fence).await;
         conn.done = true;
         let stats = written?;
 
@@ -110,8 +110,13 @@ async fn write_rows(
     expected: Option<BlockPtr>,
     to: BlockPtr,
     blocks: &[NormalizedBlock],
+    fence: Option<i64>,
 ) -> Result<WriteStats> {
     let mut tx = conn.begin().await?;
+    if let Some(epoch) = fence {
+        let first = blocks.first().map_or(to.number, |b| b.ptr.number);
+        crate::leader::check_fence(&mut tx, chain, epoch, Some((first, to.number))).await?;
+    }
     // The cursor row goes first: its row lock serialises concurrent writers of one chain.
     move_cursor(&mut tx, chain, expected, to).await?;
     let mut rows = CopyRows::default();
@@ -125,6 +130,7 @@ async fn write_rows(
         contracts: insert_created_contracts(&mut tx, chain, blocks).await?,
     };
     drop(rows);
+    crate::feed::notify(&mut tx, chain).await?;
     tx.commit().await?;
     Ok(stats)
 }

@@ -17,6 +17,7 @@ mod db;
 mod eth;
 mod fault;
 mod populate;
+mod redis_server;
 pub mod solana;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use db::{TestDb, admin_url};
 pub use eth::Eth;
 pub use fault::{Fault, FaultProxy};
 pub use populate::{TransferMix, populate_transfers};
+pub use redis_server::RedisServer;
 
 /// `<crate dir>/fixtures`: recorded data for tests, each file with its source and licence notes.
 pub fn fixtures_dir() -> PathBuf {
