@@ -75,7 +75,8 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                     ..IndexerConfig::default()
                 },
             };
-            let leadership = LeadershipConfig { replica: replica.clone(), poll: config.cluster.leader_poll() };
+            let leadership =
+                LeadershipConfig { replica: replica.clone(), poll: config.cluster.leader_poll() };
             let name = chain.spec.name.clone();
             let cancel = shutdown.child_token();
             let store = store.clone();
@@ -136,7 +137,11 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         for (chain, events) in &chain_events {
             state = state.with_chain_events(chain, events.clone());
         }
-        chainmux_gateway::spawn_relays(store.clone(), relays.values().cloned().collect(), shutdown.child_token());
+        chainmux_gateway::spawn_relays(
+            store.clone(),
+            relays.values().cloned().collect(),
+            shutdown.child_token(),
+        );
         let listen = config.gateway.listen_addr().context("gateway.listen")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -37,11 +37,13 @@ fn replica(config: &Config, name: &str) -> Config {
 
 /// The recorded leader of chain `local`: holder and epoch.
 async fn leader(pool: &sqlx::PgPool) -> Option<(String, i64)> {
-    sqlx::query_as::<_, (Option<String>, i64)>("SELECT holder, epoch FROM chain_leaders WHERE chain = 'local'")
-        .fetch_optional(pool)
-        .await
-        .expect("reading chain_leaders")
-        .and_then(|(holder, epoch)| Some((holder?, epoch)))
+    sqlx::query_as::<_, (Option<String>, i64)>(
+        "SELECT holder, epoch FROM chain_leaders WHERE chain = 'local'",
+    )
+    .fetch_optional(pool)
+    .await
+    .expect("reading chain_leaders")
+    .and_then(|(holder, epoch)| Some((holder?, epoch)))
 }
 
 /// Waits for a leader other than `not` (any, when `None`) with an epoch above `after`.
@@ -54,7 +56,10 @@ async fn wait_leader(pool: &sqlx::PgPool, not: Option<&str>, after: i64, within:
         {
             return (holder, epoch);
         }
-        assert!(started.elapsed() < within, "no new leader (other than {not:?}, epoch > {after}) within {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "no new leader (other than {not:?}, epoch > {after}) within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -125,9 +130,13 @@ async fn a_killed_leader_is_replaced_and_the_tables_equal_an_uninterrupted_run()
     killed.kill();
     let killed_at = Instant::now();
     let killed_cursor = cursor(&pool, "local").await.expect("a cursor");
-    assert!(killed_cursor < head as i64 - 100, "backfill finished before the kill; the test needs a longer chain");
+    assert!(
+        killed_cursor < head as i64 - 100,
+        "backfill finished before the kill; the test needs a longer chain"
+    );
 
-    let (next_leader, next_epoch) = wait_leader(&pool, Some(&first_leader), first_epoch, TAKEOVER_WINDOW).await;
+    let (next_leader, next_epoch) =
+        wait_leader(&pool, Some(&first_leader), first_epoch, TAKEOVER_WINDOW).await;
     eprintln!(
         "leader {first_leader} killed at cursor {killed_cursor}; {next_leader} took over (epoch {next_epoch}) after \
          {:?}",
@@ -158,7 +167,12 @@ async fn a_killed_leader_is_replaced_and_the_tables_equal_an_uninterrupted_run()
     let (a, b) = (dump(&pool).await, dump(&reference_pool).await);
     assert_eq!(a["blocks"].len() as u64, head + 1);
     for (table, rows) in &a {
-        assert!(rows == &b[table], "{table} differs from the uninterrupted run ({} vs {} rows)", rows.len(), b[table].len());
+        assert!(
+            rows == &b[table],
+            "{table} differs from the uninterrupted run ({} vs {} rows)",
+            rows.len(),
+            b[table].len()
+        );
     }
 }
 
@@ -230,7 +244,8 @@ impl Balancer {
         let checker = balancer.clone();
         let health = tokio::spawn(async move {
             loop {
-                let current: Vec<String> = checker.backends.read().await.iter().map(|(b, _)| b.clone()).collect();
+                let current: Vec<String> =
+                    checker.backends.read().await.iter().map(|(b, _)| b.clone()).collect();
                 let mut states = Vec::new();
                 for backend in current {
                     let ready = matches!(
@@ -368,7 +383,12 @@ async fn a_rolling_restart_behind_a_load_balancer_fails_no_request() {
     let served = served.load(Ordering::Relaxed);
     eprintln!("rolling restart: {served} requests served, {} failed", failures.len());
     assert!(served > 100, "too little load to prove anything: {served} requests");
-    assert!(failures.is_empty(), "{} requests failed during the rolling restart: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the rolling restart: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 
     // Leadership moved with the restarts, and indexing goes on.
     eth.mine(5).await;

@@ -91,9 +91,14 @@ async fn killed_upstreams_show_in_status_metrics_incidents_and_chain_health() {
     assert_eq!(metric(base, "chainmux_upstream_up", &secondary_up).await, Some(1.0));
     let changes = [("chain", "local"), ("upstream", "primary"), ("to", "excluded")];
     assert!(metric(base, "chainmux_upstream_state_changes_total", &changes).await >= Some(1.0));
-    let (code, health) = chain_health(base).await;
+    // The probe's answer is reused for a moment, so it may say 2 a little longer.
+    let (code, health) = chainmux
+        .wait_for("chain health with one healthy upstream", VIEW_WAIT, || async {
+            let (code, health) = chain_health(base).await;
+            (health["healthy_upstreams"] == 1).then_some((code, health))
+        })
+        .await;
     assert_eq!(code, 200, "one healthy upstream is enough: {health}");
-    assert_eq!(health["healthy_upstreams"], 1, "{health}");
     // The indexer keeps following the chain on the secondary.
     eth.mine(2).await;
     wait_synced(&mut chainmux, &eth).await;
@@ -243,16 +248,19 @@ async fn a_flood_of_health_probes_costs_a_bounded_number_of_store_reads() {
     sqlx::query("LOCK TABLE chains IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock chains");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let flood = tokio::spawn({
-        let base = base.clone();
+        // One client: its kept-alive connections carry the flood, as a load balancer's would.
+        let client = common::http();
+        let url = format!("{base}/v1/chains/local/health");
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
             futures_util::future::join_all((0..PROBERS).map(|_| {
-                let base = base.clone();
+                let (client, url) = (client.clone(), url.clone());
                 async move {
-                    let mut answered = 0;
+                    let mut answered = Vec::new();
                     while tokio::time::Instant::now() < deadline {
-                        chain_health(&base).await;
-                        answered += 1;
+                        let response = client.get(&url).send().await;
+                        let response = response.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+                        answered.push(response.status().as_u16());
                     }
                     answered
                 }
@@ -268,7 +276,10 @@ async fn a_flood_of_health_probes_costs_a_bounded_number_of_store_reads() {
     }
     lock.rollback().await.expect("unlock chains");
     let answered = flood.await.expect("probers");
-    assert!(answered.iter().all(|n| *n >= 1), "every prober got answers: {answered:?}");
+    // Healthy from a reused answer, or 503 once the store did not answer in time; never an error of another kind.
+    for codes in &answered {
+        assert!(!codes.is_empty() && codes.iter().all(|c| [200, 503].contains(c)), "{answered:?}");
+    }
     // One probe computation, the status tracker and the cache's finality tracker; a timed-out read of each may
     // still wait in Postgres next to its successor.
     assert!(most_waiting <= 6, "{most_waiting} chain-state reads waited at once for {PROBERS} probers");

@@ -39,13 +39,17 @@ async fn hammer(replicas: &[&Chainmux], key: &str) -> Vec<Arc<Tally>> {
     let mut clients = Vec::new();
     for (replica, tally) in replicas.iter().zip(&tallies) {
         for _ in 0..CLIENTS_PER_REPLICA {
-            let (url, key, tally, client) = (replica.url("/v1/chains"), key.to_owned(), tally.clone(), http());
+            let (url, key, tally, client) =
+                (replica.url("/v1/chains"), key.to_owned(), tally.clone(), http());
             clients.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let counter = match client.get(&url).header("x-api-key", &key).send().await {
                         Ok(response) if response.status() == 200 => &tally.ok,
                         Ok(response) if response.status() == 429 => {
-                            assert!(response.headers().contains_key("retry-after"), "429 without Retry-After");
+                            assert!(
+                                response.headers().contains_key("retry-after"),
+                                "429 without Retry-After"
+                            );
                             &tally.limited
                         }
                         _ => &tally.other,
@@ -72,7 +76,16 @@ fn create_key(config: &Config) -> String {
     let path = temp_dir("redis-keys").join("chainmux.toml");
     std::fs::write(&path, config.toml(&format!("127.0.0.1:{}", free_port()))).expect("write config");
     let output = chainmux_command()
-        .args(["keys", "create", "--name", "shared", "--rps", &RPS.to_string(), "--burst", &BURST.to_string()])
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "shared",
+            "--rps",
+            &RPS.to_string(),
+            "--burst",
+            &BURST.to_string(),
+        ])
         .arg("--config")
         .arg(&path)
         .output()
@@ -98,6 +111,17 @@ async fn wait_shared_state(replica: &mut Chainmux, redis: &str, rate_limits: &st
             }
         })
         .await;
+}
+
+/// Sends one inline command to the Redis server on `port`; its raw reply (RESP).
+fn redis_command(port: u16, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("read timeout");
+    stream.write_all(format!("{command}\r\n").as_bytes()).expect("send to redis");
+    let mut reply = [0; 4096];
+    let read = stream.read(&mut reply).expect("reply from redis");
+    String::from_utf8_lossy(&reply[..read]).into_owned()
 }
 
 async fn scrape(replica: &Chainmux) -> String {
@@ -215,7 +239,8 @@ async fn a_finalized_answer_fetched_by_one_replica_is_served_by_the_other() {
                 let url = url.clone();
                 async move {
                     let (_, text) = common::get(&url).await.ok()?;
-                    let floor = metric_value(&text, "chainmux_rpc_cache_finalized_block", &[("chain", "local")])?;
+                    let floor =
+                        metric_value(&text, "chainmux_rpc_cache_finalized_block", &[("chain", "local")])?;
                     let up = metric_value(&text, "chainmux_redis_up", &[])?;
                     (floor >= 1.0 && up == 1.0).then_some(())
                 }
@@ -228,19 +253,19 @@ async fn a_finalized_answer_fetched_by_one_replica_is_served_by_the_other() {
     let request = rpc_request(1, "eth_getBlockByNumber", json!(["0x1", false]));
     let (headers, first) = a.rpc_with_headers(&request).await;
     assert_eq!(headers["x-chainmux-cache"], "miss");
-    // The write is in the background: b finds it shortly after a answered.
-    let (answer, upstream) = b
-        .wait_for("b answers from the shared cache", WAIT, || {
-            let request = request.clone();
-            let b = &b;
-            async move {
-                let (headers, answer) = b.rpc_with_headers(&request).await;
-                let upstream = headers.get("x-chainmux-upstream")?.to_str().ok()?.to_owned();
-                (upstream == "cache").then_some((answer, upstream))
-            }
-        })
-        .await;
-    assert_eq!((answer, upstream.as_str()), (first, "cache"));
+    // The write is in the background, so b is asked only once it is in Redis (else b would fetch and cache the
+    // answer itself, and the test would prove nothing).
+    let deadline = Instant::now() + WAIT;
+    while !redis_command(redis.port, "KEYS chainmux:rpc:*").starts_with("*1\r\n") {
+        assert!(Instant::now() < deadline, "a never shared its answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, answer) = b.rpc_with_headers(&request).await;
+    assert_eq!(
+        (&headers["x-chainmux-cache"], &headers["x-chainmux-upstream"]),
+        (&"hit".parse().expect("header"), &"cache".parse().expect("header"))
+    );
+    assert_eq!(answer, first);
     let text = scrape(&b).await;
     let shared_hits = [("chain", "local"), ("result", "shared_hit")];
     assert_eq!(metric_value(&text, "chainmux_rpc_cache_total", &shared_hits), Some(1.0));

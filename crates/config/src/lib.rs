@@ -93,9 +93,10 @@ pub use error::{ConfigError, Problem, Result};
 pub use overrides::RESERVED_ENV_VARS;
 pub use redact::{redact_database_url, redact_url};
 pub use schema::{
-    Base58Id, Base58IdError, ChainConfig, ChainKind, Commitment, Config, DatabaseConfig, DatabaseUrl,
-    EvmAddress, EvmAddressError, FetchMode, GatewayConfig, MethodsConfig, ProgramConfig, RpcConfig,
-    TelemetryConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides, UpstreamUrl, ClusterConfig, RedisConfig,
+    Base58Id, Base58IdError, ChainConfig, ChainKind, ClusterConfig, Commitment, Config, DatabaseConfig,
+    DatabaseUrl, EvmAddress, EvmAddressError, FetchMode, GatewayConfig, MethodsConfig, ProgramConfig,
+    RedisConfig, RpcConfig, TelemetryConfig, UpstreamConfig, UpstreamPolicy, UpstreamRpcOverrides,
+    UpstreamUrl,
 };
 
 /// Reads, resolves and validates the config file at `path` against the process

@@ -85,6 +85,10 @@ impl ChainRelay {
     /// A relay onto `events`, chain `chain`'s channel (the one the gateway's feeds subscribe to).
     pub fn new(store: Store, chain: &str, events: broadcast::Sender<ChainEvent>) -> Arc<Self> {
         let seen = events.subscribe();
+        for kind in ["block", "revert"] {
+            metrics::counter!("chainmux_feed_relayed_total", "chain" => chain.to_owned(), "kind" => kind)
+                .increment(0);
+        }
         Arc::new(Self {
             chain: chain.to_owned(),
             store,

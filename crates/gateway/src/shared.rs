@@ -7,7 +7,7 @@
 //! second and marks it up again when it answers. `/v1/status` says which backend is in use.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -96,10 +96,18 @@ pub enum SharedStateError {
     InvalidUrl,
 }
 
+/// [`Shared::state`] before the first answer or failure.
+const UNKNOWN: u8 = 0;
+/// [`Shared::state`]: the last call succeeded, requests use Redis.
+const UP: u8 = 1;
+/// [`Shared::state`]: the last call failed, requests decide locally until the probe succeeds.
+const DOWN: u8 = 2;
+
 /// The connection to Redis and whether it is currently usable.
 pub(crate) struct Shared {
     connection: ConnectionManager,
-    up: AtomicBool,
+    /// [`UNKNOWN`], [`UP`] or [`DOWN`].
+    state: AtomicU8,
     settings: RedisSettings,
     gcra: Script,
     /// One permit per shared-cache write in flight.
@@ -131,7 +139,7 @@ impl Shared {
         metrics::gauge!("chainmux_redis_up").set(0.0);
         let shared = Arc::new(Self {
             connection,
-            up: AtomicBool::new(false),
+            state: AtomicU8::new(UNKNOWN),
             settings,
             gcra: Script::new(GCRA_SCRIPT),
             writes: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
@@ -141,10 +149,11 @@ impl Shared {
     }
 
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == UP
     }
 
-    /// Records the outcome of a Redis call: logs and counts a failure, and flips `up` (logging the change).
+    /// Records the outcome of a Redis call: counts a failure, and sets the state, logging each change (a Redis
+    /// unreachable from the start too).
     fn record<T>(
         &self,
         op: &'static str,
@@ -152,7 +161,7 @@ impl Shared {
     ) -> Option<T> {
         let error = match result {
             Ok(Ok(value)) => {
-                if !self.up.swap(true, Ordering::Relaxed) {
+                if self.state.swap(UP, Ordering::Relaxed) != UP {
                     metrics::gauge!("chainmux_redis_up").set(1.0);
                     tracing::info!(op, "redis reachable; shared state in use");
                 }
@@ -162,7 +171,7 @@ impl Shared {
             Err(_) => "timed out".to_owned(),
         };
         metrics::counter!("chainmux_redis_errors_total", "op" => op).increment(1);
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.state.swap(DOWN, Ordering::Relaxed) != DOWN {
             metrics::gauge!("chainmux_redis_up").set(0.0);
             tracing::warn!(op, error = %error, "redis unreachable; each replica uses its own limits and cache");
         } else {
@@ -395,7 +404,7 @@ mod tests {
         });
         let shared = Shared::start(settings(&format!("redis://127.0.0.1:{port}"))).expect("valid URL");
         // Forced up, as if it had answered before going silent.
-        shared.up.store(true, Ordering::Relaxed);
+        shared.state.store(UP, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         assert_eq!(shared.check_rate("t:silent", limit(1, 1), 1).await, None);
         let took = started.elapsed();

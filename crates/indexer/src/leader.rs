@@ -75,7 +75,8 @@ where
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            match tokio::time::timeout(config.poll.max(Duration::from_secs(5)), election.try_acquire()).await {
+            match tokio::time::timeout(config.poll.max(Duration::from_secs(5)), election.try_acquire()).await
+            {
                 Ok(Ok(Some(lock))) => break lock,
                 Ok(Ok(None)) => {}
                 Ok(Err(err)) => warn!(%err, "cannot contend for the chain's lock; retrying"),
@@ -121,7 +122,9 @@ where
         }
         match tokio::time::timeout(config.poll.max(Duration::from_secs(5)), lock.release()).await {
             Ok(Ok(())) => info!(epoch, "released the chain's lock"),
-            Ok(Err(err)) => warn!(epoch, %err, "cannot release the chain's lock; its session is closed instead"),
+            Ok(Err(err)) => {
+                warn!(epoch, %err, "cannot release the chain's lock; its session is closed instead")
+            }
             Err(_) => warn!(epoch, "releasing the chain's lock timed out; its session is closed instead"),
         }
         return result;

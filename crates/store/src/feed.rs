@@ -37,7 +37,12 @@ pub(crate) async fn notify(tx: &mut Transaction<'_, Postgres>, chain: &str) -> R
 impl Store {
     /// The change of `chain`'s index relative to `delivered` (the pointers a caller already passed on, ascending),
     /// read from one snapshot: at most `max_blocks` new blocks. With nothing delivered, only the cursor.
-    pub async fn feed_delta(&self, chain: &str, delivered: &[BlockPtr], max_blocks: u64) -> Result<FeedDelta> {
+    pub async fn feed_delta(
+        &self,
+        chain: &str,
+        delivered: &[BlockPtr],
+        max_blocks: u64,
+    ) -> Result<FeedDelta> {
         let mut tx = self.pool.begin().await?;
         // One snapshot: the cursor, the hashes and the new blocks must agree with each other.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
@@ -52,7 +57,8 @@ impl Store {
             tx.commit().await?;
             return Ok(delta);
         };
-        let numbers = delivered.iter().map(|p| to_i64(p.number, "block number")).collect::<Result<Vec<_>>>()?;
+        let numbers =
+            delivered.iter().map(|p| to_i64(p.number, "block number")).collect::<Result<Vec<_>>>()?;
         let stored = sqlx::query("SELECT number, hash FROM blocks WHERE chain = $1 AND number = ANY($2)")
             .bind(chain)
             .bind(&numbers)
@@ -129,7 +135,8 @@ async fn feed_blocks(
         while blocks.get(at).is_some_and(|b| i64::try_from(b.ptr.number).is_ok_and(|n| n < number)) {
             at += 1;
         }
-        let Some(block) = blocks.get_mut(at).filter(|b| i64::try_from(b.ptr.number).ok() == Some(number)) else {
+        let Some(block) = blocks.get_mut(at).filter(|b| i64::try_from(b.ptr.number).ok() == Some(number))
+        else {
             return Err(StoreError::Corrupt(format!("log of block {number}, which is not stored")));
         };
         let mut topics = Vec::with_capacity(4);

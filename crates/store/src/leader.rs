@@ -53,8 +53,15 @@ impl LeaderElection {
     /// A candidacy of `replica` for `chain`; nothing is connected until [`Self::try_acquire`].
     pub fn new(store: &Store, chain: &str, replica: &str) -> Self {
         // The session's name shows in pg_stat_activity, so operators (and tests) can find a chain's lock holder.
-        let options = (*store.pool.connect_options()).clone().application_name(&application_name(chain, replica));
-        Self { options, store: store.clone(), chain: chain.to_owned(), replica: replica.to_owned(), conn: None }
+        let options =
+            (*store.pool.connect_options()).clone().application_name(&application_name(chain, replica));
+        Self {
+            options,
+            store: store.clone(),
+            chain: chain.to_owned(),
+            replica: replica.to_owned(),
+            conn: None,
+        }
     }
 
     /// Tries once to take the chain's lock. `Ok(Some(term))`: this replica now leads, with a new epoch.
@@ -100,7 +107,10 @@ async fn start_term(conn: &mut PgConnection, chain: &str, replica: &str) -> Resu
     let mut tx = conn.begin().await?;
     // Waits for a fenced writer's batch in flight (it holds the row FOR KEY SHARE, which only FOR UPDATE conflicts
     // with), so the new term starts after it, and makes later batches of the old term wait and then see the bump.
-    sqlx::query("SELECT 1 FROM chain_leaders WHERE chain = $1 FOR UPDATE").bind(chain).execute(&mut *tx).await?;
+    sqlx::query("SELECT 1 FROM chain_leaders WHERE chain = $1 FOR UPDATE")
+        .bind(chain)
+        .execute(&mut *tx)
+        .await?;
     let epoch: i64 = sqlx::query_scalar(
         "UPDATE chain_leaders SET epoch = epoch + 1, holder = $2, acquired_at = now(), renewed_at = now() \
          WHERE chain = $1 RETURNING epoch",
@@ -109,11 +119,13 @@ async fn start_term(conn: &mut PgConnection, chain: &str, replica: &str) -> Resu
     .bind(replica)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE leader_terms SET ended_at = coalesce(ended_at, now()) WHERE chain = $1 AND epoch < $2")
-        .bind(chain)
-        .bind(epoch)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE leader_terms SET ended_at = coalesce(ended_at, now()) WHERE chain = $1 AND epoch < $2",
+    )
+    .bind(chain)
+    .bind(epoch)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("INSERT INTO leader_terms (chain, epoch, holder) VALUES ($1, $2, $3)")
         .bind(chain)
         .bind(epoch)
