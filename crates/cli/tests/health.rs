@@ -234,7 +234,12 @@ async fn a_flood_of_health_probes_costs_a_bounded_number_of_store_reads() {
     let head = wait_synced(&mut chainmux, &eth).await;
     let base = chainmux.base.clone();
 
-    // Probes answer correctly, and within the reuse period an answer serves the next probes.
+    chainmux
+        .wait_for("chain health 200", VIEW_WAIT, || async {
+            (chain_health(&base).await.0 == 200).then_some(())
+        })
+        .await;
+    // Concurrent probes all get the correct answer.
     let probes: Vec<(u16, Value)> =
         futures_util::future::join_all((0..PROBERS).map(|_| chain_health(&base))).await;
     for (code, health) in &probes {

@@ -206,7 +206,7 @@ impl Store {
         // table of the chain has the same partitions.
         let mut starts = Vec::new();
         if let Some(range) = range {
-            let mut stored = (None, None);
+            let mut bounds = (None, None);
             for (((table, key), (_, _, exists)), source) in TABLES.into_iter().zip(&bases).zip(&sources) {
                 let (low, high) = match (exists, source) {
                     (false, _) => {
@@ -225,9 +225,9 @@ impl Store {
                     }
                     (true, None) => (None, None),
                 };
-                stored = (min_some(stored.0, low), stored.1.max(high));
+                bounds = (min_some(bounds.0, low), bounds.1.max(high));
             }
-            starts = due_ranges(chain, range, stored, tip)?;
+            starts = due_ranges(chain, range, bounds, tip)?;
         }
 
         let mut changes = Vec::new();
