@@ -115,6 +115,28 @@ fn render(body: &Value, paint: &Paint) -> String {
             let line = format!("  indexer error{since}: {}", cell(&Value::from(message)));
             let _ = writeln!(out, "{}", paint.code(line, "31"));
         }
+        // Which replica writes the chain: with several replicas, the one whose log explains the indexed head.
+        let leader = &chain["leader"];
+        match leader["replica"].as_str() {
+            Some(replica) => {
+                let since = leader["since"]
+                    .as_u64()
+                    .map_or_else(String::new, |at| format!(", since {}", age(now, at)));
+                let _ = writeln!(
+                    out,
+                    "  leader: {} (term {}{since})",
+                    cell(&Value::from(replica)),
+                    cell(&leader["epoch"])
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    paint.code("  leader: none (no replica indexes this chain)".into(), "33")
+                );
+            }
+        }
     }
 
     let header = format!(
@@ -155,6 +177,17 @@ fn render(body: &Value, paint: &Paint) -> String {
                 upstream["reason"].as_str().unwrap_or(""),
             );
         }
+    }
+
+    let shared = &body["shared_state"];
+    if shared.is_object() {
+        let _ = writeln!(
+            out,
+            "\nshared state: redis {} (rate limits: {}, rpc cache: {})",
+            cell(&shared["redis"]),
+            cell(&shared["rate_limits"]),
+            cell(&shared["rpc_cache"])
+        );
     }
 
     let incidents = body["incidents"].as_array().cloned().unwrap_or_default();
@@ -216,6 +249,22 @@ mod tests {
         let coloured = render(&report(), &Paint { on: true });
         assert!(coloured.contains("\x1b[31mexcluded"), "{coloured}");
         assert!(!plain.contains("indexer error"), "{plain}");
+    }
+
+    #[test]
+    fn the_leader_and_shared_state_are_shown() {
+        let mut body = report();
+        let without = render(&body, &Paint { on: false });
+        assert!(without.contains("leader: none"), "{without}");
+        body["chains"][0]["leader"] =
+            json!({"replica": "pod-a", "epoch": 3, "since": 700, "renewed_at": 999});
+        body["shared_state"] = json!({"redis": "unreachable", "rate_limits": "local", "rpc_cache": "local"});
+        let with = render(&body, &Paint { on: false });
+        assert!(with.contains("leader: pod-a (term 3, since 5m ago)"), "{with}");
+        assert!(
+            with.contains("shared state: redis unreachable (rate limits: local, rpc cache: local)"),
+            "{with}"
+        );
     }
 
     #[test]

@@ -246,13 +246,15 @@ CREATE TABLE reorg_test_audit (
     detail text
 );
 
+-- On a partitioned table the trigger runs on the partition: the table is its partition tree's root.
 CREATE FUNCTION reorg_test_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     r jsonb := to_jsonb(OLD);
-    h text := CASE WHEN TG_TABLE_NAME = 'blocks' THEN r->>'hash' ELSE r->>'block_hash' END;
+    tbl text := coalesce((SELECT relname FROM pg_class WHERE oid = pg_partition_root(TG_RELID)), TG_TABLE_NAME);
+    h text := CASE WHEN tbl = 'blocks' THEN r->>'hash' ELSE r->>'block_hash' END;
 BEGIN
     INSERT INTO reorg_test_audit (tbl, op, number, hash, detail) VALUES (
-        TG_TABLE_NAME,
+        tbl,
         coalesce(TG_ARGV[0], lower(TG_OP)),
         coalesce(r->>'block_number', r->>'number')::bigint,
         '0x' || substr(h, 3),

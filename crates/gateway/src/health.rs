@@ -67,8 +67,8 @@ pub(crate) struct Trackers {
 struct ChainTracker {
     started: AtomicBool,
     data: Mutex<Tracked>,
-    /// The last `/v1/chains/{chain}/health` answer and when its computation started; held while one is computed,
-    /// so concurrent probes wait for it instead of each reading the store.
+    /// The last `/v1/chains/{chain}/health` answer and when it was computed; held while one is computed, so
+    /// concurrent probes wait for it instead of each reading the store.
     probe: tokio::sync::Mutex<Option<(Instant, ChainHealth)>>,
 }
 
@@ -558,9 +558,9 @@ pub(crate) async fn chain_health(
     let mut health = match memo.as_ref().filter(|(at, _)| at.elapsed() < PROBE_REUSE) {
         Some((_, health)) => health.clone(),
         None => {
-            let computed_at = Instant::now();
             let health = probe(&state, &chain).await?;
-            *memo = Some((computed_at, health.clone()));
+            // Timed from the end: the probes that queued behind a slow computation are served by its answer.
+            *memo = Some((Instant::now(), health.clone()));
             health
         }
     };

@@ -200,6 +200,10 @@ async fn reorg_deeper_than_the_limit_stops_the_loop_without_writing() {
         .await
         .expect("max");
     assert_eq!(max_block, Some(5));
+    // The stop is recorded for every gateway replica's status view.
+    let error = setup.store.chain_state(CHAIN).await.expect("state").and_then(|s| s.indexer_error);
+    let message = error.map(|e| e.message).unwrap_or_default();
+    assert!(message.starts_with("stopped: ") && message.contains("max_reorg_depth"), "{message:?}");
 }
 
 #[tokio::test]
