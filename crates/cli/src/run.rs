@@ -28,7 +28,20 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let store = Store::connect(config.database.url.expose_secret(), config.database.max_connections)
         .await
         .context("connecting to the database (database.url)")?;
-    store.migrate().await.context("applying migrations")?;
+    // A gateway-only replica may read from a streaming replica of the database, which cannot be migrated: it checks
+    // that the primary did instead. Indexers write, so they need the primary.
+    if store.is_read_only().await.context("inspecting the database")? {
+        if roles.indexer {
+            anyhow::bail!(
+                "the database is read-only (a replica?): the indexer writes, so point it at the primary, or run \
+                 this replica with --no-indexer"
+            );
+        }
+        store.check_migrated().await.context("checking the read-only database's schema")?;
+        info!("the database is read-only: serving only, without migrating");
+    } else {
+        store.migrate().await.context("applying migrations")?;
+    }
 
     let shutdown = CancellationToken::new();
     let chains = config.chains.iter().map(chains::build).collect::<anyhow::Result<Vec<_>>>()?;

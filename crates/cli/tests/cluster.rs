@@ -403,3 +403,71 @@ async fn wait_ready(balancer: &Balancer, backend: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A gateway-only replica can serve from a read-only database (as a streaming replica is): it checks the schema
+/// instead of migrating. An indexer refuses such a database, and so does a gateway when the schema lacks a migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_replica_serves_from_a_read_only_database() {
+    let anvil = Anvil::spawn().await;
+    let eth = Eth::new(&anvil.url);
+    eth.mine(5).await;
+    let db = TestDb::create().await;
+    let pool = connect(&db.url).await;
+    let config = Config::new(&db.url, &[("anvil", &anvil.url)]);
+    let writer = Chainmux::start(&config).await;
+    wait_cursor(&pool, eth.block_number().await, Duration::from_secs(30)).await;
+    drop(writer);
+    let name: String =
+        sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.expect("db name");
+    // Through the server's admin database: sessions of this one opened while it is read-only stay read-only. The
+    // name is the test database's own (`current_database()`), quoted.
+    let admin = connect(&chainmux_testkit::admin_url()).await;
+    let read_only = |on: bool| format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}");
+    sqlx::query(sqlx::AssertSqlSafe(read_only(true)))
+        .execute(&admin)
+        .await
+        .expect("making the database read-only");
+
+    let mut gateway_only = config.clone();
+    gateway_only.run_args.push("--no-indexer");
+    let gateway = Chainmux::start(&gateway_only).await;
+    let (status, body) = common::get(&gateway.url("/v1/chains/local/blocks/1")).await.expect("GET block 1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(common::get(&gateway.url("/ready")).await.expect("GET /ready").0, 200);
+    assert!(gateway.log().contains("serving only, without migrating"), "{}", gateway.log());
+    drop(gateway);
+
+    let mut indexer = Chainmux::spawn(&config);
+    let status = indexer.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| !s.success()), "an indexer started on a read-only database");
+    assert!(indexer.log().contains("the database is read-only"), "{}", indexer.log());
+
+    // The primary has not applied the newest migration: the replica says so instead of serving a wrong schema.
+    sqlx::query(sqlx::AssertSqlSafe(read_only(false)))
+        .execute(&admin)
+        .await
+        .expect("making the database writable");
+    let writable = connect(&db.url).await;
+    let newest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&writable)
+        .await
+        .expect("the newest migration");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(newest)
+        .execute(&writable)
+        .await
+        .expect("forgetting the newest migration");
+    writable.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(read_only(true)))
+        .execute(&admin)
+        .await
+        .expect("making the database read-only");
+    let mut behind = Chainmux::spawn(&gateway_only);
+    let status = behind.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| !s.success()), "a gateway started on a schema missing a migration");
+    assert!(behind.log().contains(&format!("lacks migrations [{newest}]")), "{}", behind.log());
+    sqlx::query(sqlx::AssertSqlSafe(read_only(false)))
+        .execute(&admin)
+        .await
+        .expect("making the database writable");
+}

@@ -194,14 +194,24 @@ pub fn spawn_relays(store: Store, relays: Vec<Arc<ChainRelay>>, cancel: Cancella
         async move {
             let mut listener = None;
             let mut listen_after = tokio::time::Instant::now();
+            // A read-only standby cannot LISTEN: say so once, then keep polling quietly.
+            let mut listen_failures = 0u32;
             let mut ticker = tokio::time::interval(POLL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 if listener.is_none() && tokio::time::Instant::now() >= listen_after {
                     match store.feed_listener().await {
-                        Ok(started) => listener = Some(started),
+                        Ok(started) => {
+                            listener = Some(started);
+                            listen_failures = 0;
+                        }
                         Err(err) => {
-                            warn!(%err, "cannot listen for committed batches; polling only");
+                            if listen_failures == 0 {
+                                warn!(%err, "cannot listen for committed batches; polling every second");
+                            } else {
+                                debug!(%err, "still cannot listen for committed batches");
+                            }
+                            listen_failures += 1;
                             listen_after = tokio::time::Instant::now() + LISTEN_RETRY;
                         }
                     }

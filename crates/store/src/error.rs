@@ -27,6 +27,12 @@ pub enum StoreError {
     /// `chainmux db partition` cannot do what was asked (see [`crate::Store::partition_chain`]); nothing changed.
     #[error("cannot partition chain {chain}: {reason}")]
     Partition { chain: String, reason: String },
+    /// A read-only database (a replica) lacks migrations this binary needs; only the primary can apply them.
+    #[error(
+        "the database is read-only and lacks migrations {missing:?}: run `chainmux migrate` against the primary \
+         (and wait for the replica to catch up)"
+    )]
+    SchemaBehind { missing: Vec<i64> },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -25,6 +25,8 @@ pub struct LeaderElection {
     chain: String,
     replica: String,
     conn: Option<PgConnection>,
+    /// The chain's lock key, once read.
+    key: Option<i64>,
 }
 
 /// The current leader of a chain, as recorded.
@@ -61,6 +63,7 @@ impl LeaderElection {
             chain: chain.to_owned(),
             replica: replica.to_owned(),
             conn: None,
+            key: None,
         }
     }
 
@@ -89,7 +92,10 @@ impl LeaderElection {
         Ok(Some(LeaderTerm { conn, chain: self.chain.clone(), replica: self.replica.clone(), epoch, key }))
     }
 
-    async fn lock_key(&self) -> Result<i64> {
+    async fn lock_key(&mut self) -> Result<i64> {
+        if let Some(key) = self.key {
+            return Ok(key);
+        }
         sqlx::query("INSERT INTO chain_leaders (chain) VALUES ($1) ON CONFLICT (chain) DO NOTHING")
             .bind(&self.chain)
             .execute(&self.store.pool)
@@ -98,7 +104,9 @@ impl LeaderElection {
             .bind(&self.chain)
             .fetch_one(&self.store.pool)
             .await?;
-        Ok((LOCK_CLASS << 32) | (lock_id & 0xffff_ffff))
+        let key = (LOCK_CLASS << 32) | (lock_id & 0xffff_ffff);
+        self.key = Some(key);
+        Ok(key)
     }
 }
 

@@ -42,6 +42,9 @@ use chainmux_core::{BlockPtr, ChainSpec, Heads};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+/// The schema, embedded from `../../migrations`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -83,8 +86,30 @@ impl Store {
 
     /// Applies pending migrations. Safe to run concurrently from several processes (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../../migrations").run(&self.pool).await?;
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Whether the database refuses writes: a streaming replica (hot standby), or a database whose transactions
+    /// are read-only by default.
+    pub async fn is_read_only(&self) -> Result<bool> {
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(read_only)
+    }
+
+    /// For a read-only database (see [`Store::is_read_only`]), which cannot be migrated: checks that the primary
+    /// applied every migration this binary knows, so its queries find the schema they expect.
+    pub async fn check_migrated(&self) -> Result<()> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await?;
+        let missing: Vec<i64> =
+            MIGRATOR.iter().map(|m| m.version).filter(|version| !applied.contains(version)).collect();
+        if missing.is_empty() { Ok(()) } else { Err(StoreError::SchemaBehind { missing }) }
     }
 
     /// Whether the database answers, for readiness checks.
