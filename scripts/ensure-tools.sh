@@ -90,40 +90,32 @@ _chainmux_ensure_js_clients() {
     cp "$src/package-lock.json" "$dir/installed.lock.json"
 }
 
-# web3.py, exactly as tests/clients/py/requirements.txt pins it (every transitive package too), in a venv whose
-# copy of that file is the stamp of what is installed.
-_chainmux_ensure_py_clients() {
-    local src="$_chainmux_repo_dir/tests/clients/py/requirements.txt" dir="$_chainmux_tools_dir/clients-py"
-    if [[ -x "$dir/bin/python" ]] && cmp -s "$src" "$dir/requirements.txt"; then
+# A venv under the tools dir with exactly what requirements file $1 pins (every transitive package too), named $2,
+# whose copy of that file is the stamp of what is installed; $3 is a program the venv must provide.
+_chainmux_ensure_venv() {
+    local src="$_chainmux_repo_dir/$1" dir="$_chainmux_tools_dir/$2" program="$3"
+    if [[ -x "$dir/bin/$program" ]] && cmp -s "$src" "$dir/requirements.txt"; then
         return 0
     fi
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         _chainmux_apt_install python3 python3-venv
     fi
     rm -rf "$dir"
-    _chainmux_log "installing web3.py into $dir (pip, venv)"
+    _chainmux_log "installing $1 into $dir (pip, venv)"
     _chainmux_quiet python3 -m venv "$dir" || return 1
     _chainmux_quiet "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$src" ||
         return 1
     cp "$src" "$dir/requirements.txt"
 }
 
-# kubernetes-validate, exactly as tests/deploy/requirements.txt pins it, in a venv whose copy of that file is the
-# stamp of what is installed. It bundles the Kubernetes JSON schemas, so the manifest test needs no network.
+# web3.py for the client conformance tests.
+_chainmux_ensure_py_clients() {
+    _chainmux_ensure_venv tests/clients/py/requirements.txt clients-py python
+}
+
+# kubernetes-validate for the manifest test. It bundles the Kubernetes JSON schemas, so the test needs no network.
 _chainmux_ensure_k8s_validate() {
-    local src="$_chainmux_repo_dir/tests/deploy/requirements.txt" dir="$_chainmux_tools_dir/k8s-validate"
-    if [[ -x "$dir/bin/kubernetes-validate" ]] && cmp -s "$src" "$dir/requirements.txt"; then
-        return 0
-    fi
-    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        _chainmux_apt_install python3 python3-venv
-    fi
-    rm -rf "$dir"
-    _chainmux_log "installing kubernetes-validate into $dir (pip, venv)"
-    _chainmux_quiet python3 -m venv "$dir" || return 1
-    _chainmux_quiet "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$src" ||
-        return 1
-    cp "$src" "$dir/requirements.txt"
+    _chainmux_ensure_venv tests/deploy/requirements.txt k8s-validate kubernetes-validate
 }
 
 _chainmux_pg_ready() {
@@ -209,7 +201,7 @@ _chainmux_ensure_main() {
 _chainmux_forget() {
     unset -f _chainmux_log _chainmux_quiet _chainmux_as_root _chainmux_apt_install \
         _chainmux_ensure_node_tools _chainmux_ensure_js_clients _chainmux_ensure_py_clients _chainmux_pg_ready \
-        _chainmux_ensure_k8s_validate \
+        _chainmux_ensure_k8s_validate _chainmux_ensure_venv \
         _chainmux_ensure_postgres _chainmux_ensure_chromium _chainmux_ensure_main _chainmux_forget \
         _chainmux_ensure_redis _chainmux_ensure_promtool
     unset _chainmux_tools_dir _chainmux_default_db_url _chainmux_apt_updated _chainmux_repo_dir

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use chainmux_store::Store;
 use clap::Subcommand;
 
@@ -37,7 +36,7 @@ pub(crate) async fn run(command: DbCommand) -> anyhow::Result<()> {
                 let names: Vec<&str> = config.chains.iter().map(|c| c.name.as_str()).collect();
                 anyhow::bail!("--chain {chain:?} is not in the config (chains: {})", names.join(", "));
             }
-            let store = connect(&config).await?;
+            let store = crate::migrated_store(&config).await?;
             let report = store.partition_chain(&chain, block_range).await?;
             for change in &report.changes {
                 println!("{change}");
@@ -50,19 +49,10 @@ pub(crate) async fn run(command: DbCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DbCommand::Partitions { config } => {
-            let store = connect(&crate::load_config(&config)?).await?;
+            let store = crate::migrated_store(&crate::load_config(&config)?).await?;
             list(&store).await
         }
     }
-}
-
-async fn connect(config: &chainmux_config::Config) -> anyhow::Result<Store> {
-    let store = Store::connect(config.database.url.expose_secret(), 2)
-        .await
-        .context("connecting to the database (database.url)")?;
-    // The partitioned tables come with migration 0006.
-    store.migrate().await.context("applying migrations")?;
-    Ok(store)
 }
 
 async fn list(store: &Store) -> anyhow::Result<()> {

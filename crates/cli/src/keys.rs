@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use chainmux_gateway::{AccessConfig, ApiKey, Budget, CorsOrigins, DEFAULT_KEY_CACHE_TTL, Limit};
 use chainmux_store::{CreateApiKey, KeyLimits, NewApiKey, RevokeApiKey, Store};
 use clap::Subcommand;
@@ -63,7 +62,7 @@ pub(crate) async fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { config } => {
             let config = crate::load_config(&config)?;
-            let store = connect_with(&config).await?;
+            let store = crate::migrated_store(&config).await?;
             list(&store, &config.gateway).await
         }
         KeysCommand::Revoke { config, key } => revoke(&connect(&config).await?, &key).await,
@@ -83,16 +82,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 async fn connect(path: &Path) -> anyhow::Result<Store> {
-    connect_with(&crate::load_config(path)?).await
-}
-
-async fn connect_with(config: &chainmux_config::Config) -> anyhow::Result<Store> {
-    let store = Store::connect(config.database.url.expose_secret(), 2)
-        .await
-        .context("connecting to the database (database.url)")?;
-    // The keys table may not exist yet on a database no `chainmux run` has used.
-    store.migrate().await.context("applying migrations")?;
-    Ok(store)
+    crate::migrated_store(&crate::load_config(path)?).await
 }
 
 async fn create(store: &Store, name: Option<String>, limits: KeyLimits) -> anyhow::Result<()> {

@@ -171,9 +171,19 @@ async fn main() -> ExitCode {
 }
 
 async fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = load_config(path)?;
-    let store = chainmux_store::Store::connect(config.database.url.expose_secret(), 2).await?;
-    store.migrate().await.context("applying migrations")?;
+    migrated_store(&load_config(path)?).await?;
     eprintln!("migrations applied");
     Ok(())
+}
+
+/// A small connection pool for the one-shot commands (`migrate`, `keys`, `db`), with the schema migrated: their
+/// tables may not exist yet on a database no `chainmux run` has used.
+pub(crate) async fn migrated_store(
+    config: &chainmux_config::Config,
+) -> anyhow::Result<chainmux_store::Store> {
+    let store = chainmux_store::Store::connect(config.database.url.expose_secret(), 2)
+        .await
+        .context("connecting to the database (database.url)")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
 }

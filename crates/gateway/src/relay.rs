@@ -98,22 +98,11 @@ impl ChainRelay {
         })
     }
 
-    pub fn chain(&self) -> &str {
-        &self.chain
-    }
-
     /// Passes on everything committed so far, then stands by while this process's indexer leads the chain.
     pub async fn hand_over(&self) {
-        loop {
-            match self.step(true).await {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(err) => {
-                    // The indexer's first batch then looks like a gap to subscribers' hubs, which resync on it.
-                    warn!(chain = %self.chain, %err, "cannot catch up the live feed before indexing");
-                    break;
-                }
-            }
+        if let Err(err) = self.drain(true).await {
+            // The indexer's first batch then looks like a gap to subscribers' hubs, which resync on it.
+            warn!(chain = %self.chain, %err, "cannot catch up the live feed before indexing");
         }
         self.standing_by.store(true, Ordering::SeqCst);
     }
@@ -167,17 +156,16 @@ impl ChainRelay {
         Ok(more)
     }
 
-    /// Steps until caught up; errors are logged (the next wake retries).
+    /// Steps until caught up (`force`: even while standing by).
+    async fn drain(&self, force: bool) -> Result<(), StoreError> {
+        while self.step(force).await? {}
+        Ok(())
+    }
+
+    /// [`Self::drain`] for a wake-up; an error is logged and the next wake retries.
     async fn catch_up(&self) {
-        loop {
-            match self.step(false).await {
-                Ok(true) => continue,
-                Ok(false) => return,
-                Err(err) => {
-                    warn!(chain = %self.chain, %err, "cannot read the index for the live feed; retrying");
-                    return;
-                }
-            }
+        if let Err(err) = self.drain(false).await {
+            warn!(chain = %self.chain, %err, "cannot read the index for the live feed; retrying");
         }
     }
 }
