@@ -254,7 +254,12 @@ impl Balancer {
                     );
                     states.push((backend, ready));
                 }
-                *checker.backends.write().await = states;
+                // Only the readiness: the list may have changed meanwhile (a replaced backend).
+                for entry in checker.backends.write().await.iter_mut() {
+                    if let Some((_, ready)) = states.iter().find(|(backend, _)| *backend == entry.0) {
+                        entry.1 = *ready;
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });

@@ -108,7 +108,7 @@ where
         leading.set(0.0);
         // A term that failed because its writes were fenced lost the lock without the proof noticing yet.
         if !lost && let Err(reason) = prove(&mut lock, config.poll).await {
-            warn!(epoch, %reason, "the chain's lock is gone");
+            warn!(epoch, %reason, "lost the chain's lock; the term has ended");
             lost = true;
         }
         if lost {
