@@ -332,7 +332,7 @@ pub(crate) struct LeaderView {
 /// The error the indexer of a chain is retrying (or stopped on).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IndexerErrorView {
-    /// The failing stage (`heads`, `fetch`, `write`, or `stopped` for a fatal error) and the error.
+    /// The failing stage (`heads`, `fetch`, `write`, `fork`, or `stopped` for a fatal error) and the error.
     message: String,
     /// Unix seconds when it started.
     since: u64,

@@ -347,8 +347,14 @@ impl Indexer {
         let mut delays = self.backoff();
         loop {
             match self.network.block_ptr(height).await {
-                Ok(ptr) => return Ok(ptr),
+                Ok(ptr) => {
+                    self.status.succeeded(&self.store, self.chain(), "fork").await;
+                    return Ok(ptr);
+                }
                 Err(err) if err.is_retryable() && !cancel.is_cancelled() => {
+                    metrics::counter!("chainmux_indexer_errors_total", "chain" => self.chain().to_owned(), "stage" => "fork")
+                        .increment(1);
+                    self.status.failed(&self.store, self.chain(), "fork", &err).await;
                     let delay = delays.next().unwrap_or(self.config.retry_max);
                     warn!(%err, height, retry_in_ms = delay.as_millis() as u64, "cannot read the canonical block; retrying");
                     tokio::time::sleep(delay).await;
@@ -540,7 +546,7 @@ impl Indexer {
 fn register_series(chain: &str) {
     metrics::counter!("chainmux_indexer_reorgs_total", "chain" => chain.to_owned()).increment(0);
     metrics::counter!("chainmux_indexer_blocks_total", "chain" => chain.to_owned()).increment(0);
-    for stage in ["heads", "fetch", "write"] {
+    for stage in ["heads", "fetch", "write", "fork"] {
         metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.to_owned(), "stage" => stage)
             .increment(0);
     }

@@ -82,6 +82,9 @@ impl Store {
     ) -> Result<SourceSync> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        if let Some(epoch) = self.fence {
+            crate::leader::check_fence(&mut tx, chain, epoch, crate::leader::TermWrite::Other).await?;
+        }
         let stored: Vec<(String, String)> = sqlx::query_as(
             "SELECT name, fingerprint FROM contract_sources WHERE chain = $1 ORDER BY name FOR UPDATE",
         )
@@ -258,6 +261,9 @@ impl Store {
     ) -> Result<u64> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        if let Some(epoch) = self.fence {
+            crate::leader::check_fence(&mut tx, chain, epoch, crate::leader::TermWrite::Other).await?;
+        }
         let moved = sqlx::query(
             "UPDATE contract_sources SET caught_up_to = $3, updated_at = now() \
              WHERE chain = $1 AND name = $2 AND $3 < live_from AND (caught_up_to IS NULL OR caught_up_to < $3)",

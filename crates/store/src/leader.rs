@@ -203,8 +203,9 @@ pub fn application_name(chain: &str, replica: &str) -> String {
 }
 
 impl Store {
-    /// This store, writing as the leader of the term `epoch`: every [`Store::write_batch`] and [`Store::revert_to`]
-    /// fails with [`StoreError::Fenced`], writing nothing, once the chain's epoch is another.
+    /// This store, writing as the leader of the term `epoch`: every [`Store::write_batch`], [`Store::revert_to`],
+    /// [`Store::sync_contract_sources`] and [`Store::write_catch_up`] fails with [`StoreError::Fenced`], writing
+    /// nothing, once the chain's epoch is another.
     pub fn fenced(&self, epoch: i64) -> Store {
         Store { pool: self.pool.clone(), fence: Some(epoch) }
     }
@@ -239,7 +240,7 @@ pub(crate) async fn check_fence(
     tx: &mut Transaction<'_, Postgres>,
     chain: &str,
     epoch: i64,
-    written: Option<(u64, u64)>,
+    write: TermWrite,
 ) -> Result<()> {
     let current: Option<i64> =
         sqlx::query_scalar("SELECT epoch FROM chain_leaders WHERE chain = $1 FOR KEY SHARE")
@@ -249,8 +250,8 @@ pub(crate) async fn check_fence(
     if current != Some(epoch) {
         return Err(StoreError::Fenced { chain: chain.to_owned(), epoch });
     }
-    match written {
-        Some((first, last)) => {
+    match write {
+        TermWrite::Batch { first, last } => {
             sqlx::query(
                 "UPDATE leader_terms SET batches = batches + 1, first_block = coalesce(first_block, $3), \
                  last_block = greatest(last_block, $4) WHERE chain = $1 AND epoch = $2",
@@ -262,13 +263,24 @@ pub(crate) async fn check_fence(
             .execute(&mut **tx)
             .await?;
         }
-        None => {
+        TermWrite::Revert => {
             sqlx::query("UPDATE leader_terms SET reverts = reverts + 1 WHERE chain = $1 AND epoch = $2")
                 .bind(chain)
                 .bind(epoch)
                 .execute(&mut **tx)
                 .await?;
         }
+        TermWrite::Other => {}
     }
     Ok(())
+}
+
+/// What a fenced transaction writes, for the term's record.
+pub(crate) enum TermWrite {
+    /// A batch of blocks `first..=last`.
+    Batch { first: u64, last: u64 },
+    /// A rollback.
+    Revert,
+    /// Anything else of the chain's (contract entries and their catch-up).
+    Other,
 }

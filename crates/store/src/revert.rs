@@ -65,7 +65,7 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         if let Some(epoch) = self.fence {
-            crate::leader::check_fence(&mut tx, chain, epoch, None).await?;
+            crate::leader::check_fence(&mut tx, chain, epoch, crate::leader::TermWrite::Revert).await?;
         }
         // Cursor first, conditional on its expected position: the same fence as batch writes.
         let moved = sqlx::query(

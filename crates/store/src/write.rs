@@ -115,7 +115,8 @@ async fn write_rows(
     let mut tx = conn.begin().await?;
     if let Some(epoch) = fence {
         let first = blocks.first().map_or(to.number, |b| b.ptr.number);
-        crate::leader::check_fence(&mut tx, chain, epoch, Some((first, to.number))).await?;
+        let write = crate::leader::TermWrite::Batch { first, last: to.number };
+        crate::leader::check_fence(&mut tx, chain, epoch, write).await?;
     }
     // The cursor row goes first: its row lock serialises concurrent writers of one chain.
     move_cursor(&mut tx, chain, expected, to).await?;
