@@ -545,6 +545,8 @@ impl Indexer {
 /// `increase()`/`rate()` in alert rules (a series that first appears at 1 has no increase).
 fn register_series(chain: &str) {
     metrics::counter!("chainmux_indexer_reorgs_total", "chain" => chain.to_owned()).increment(0);
+    // Registered without a sample: the exporter then shows its buckets at 0 (the deep-reorg alert's base).
+    let _ = metrics::histogram!("chainmux_indexer_reorg_depth", "chain" => chain.to_owned());
     metrics::counter!("chainmux_indexer_blocks_total", "chain" => chain.to_owned()).increment(0);
     for stage in ["heads", "fetch", "write", "fork"] {
         metrics::counter!("chainmux_indexer_errors_total", "chain" => chain.to_owned(), "stage" => stage)
