@@ -116,6 +116,7 @@ pub(crate) async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             min_block_wait: config.gateway.min_block_wait(),
             max_sse_streams: config.gateway.max_sse_streams,
             max_ws_connections: config.gateway.max_ws_connections,
+            max_live_connections_per_client: config.gateway.max_live_connections_per_client,
             access: crate::keys::access_config(&config.gateway),
             rpc_cache: chainmux_gateway::RpcCacheLimits {
                 max_entries: config.gateway.rpc_cache_max_entries,

@@ -672,3 +672,61 @@ async fn connections_beyond_the_limit_are_refused() {
     };
     assert_eq!(second.call("eth_chainId", json!([])).await["result"], "0x7a69");
 }
+
+/// One client (an IP without a key, or a key) keeps at most `gateway.max_live_connections_per_client` WebSockets
+/// and SSE feeds open together: one more gets 429, another client is unaffected, and closing one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_live_slot() {
+    let anvil = Anvil::spawn().await;
+    let eth = Eth::new(&anvil.url);
+    let db = TestDb::create().await;
+    let mut config = Config::new(&db.url, &[("primary", &anvil.url)]);
+    config.gateway_key("max_live_connections_per_client", 2);
+    let mut chainmux = Chainmux::start(&config).await;
+    wait_synced(&mut chainmux, &eth).await;
+    let config_path = temp_dir("ws-per-client").join("chainmux.toml");
+    std::fs::write(&config_path, config.toml("127.0.0.1:9")).expect("write config");
+    let output = chainmux_command()
+        .args(["keys", "create", "--name", "other-client", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("run chainmux keys");
+    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    // This IP's two: a WebSocket and an SSE feed.
+    let mut socket = Ws::connect(&chainmux).await;
+    assert_eq!(socket.call("eth_chainId", json!([])).await["result"], "0x7a69");
+    let feed = common::http()
+        .get(chainmux.url("/v1/chains/local/transfers/stream"))
+        .send()
+        .await
+        .expect("open a live feed");
+    assert_eq!(feed.status(), 200);
+    assert_eq!(refused_status(Ws::try_connect(&chainmux, "", None).await), 429, "a third of the same IP");
+    let (status, body) = common::get(&chainmux.url("/v1/chains/local/transfers/stream")).await.expect("feed");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too_many_connections"), "{body}");
+    let mut keyed =
+        Ws::try_connect(&chainmux, "", Some(&key)).await.expect("a keyed client is another client");
+    assert_eq!(keyed.call("eth_chainId", json!([])).await["result"], "0x7a69");
+    assert_eq!(
+        chainmux.metric("chainmux_live_connections_refused_total", &[("scope", "ip")]).await,
+        Some(2.0)
+    );
+
+    // Closing the feed frees its slot (once the server has seen it go).
+    drop(feed);
+    let started = Instant::now();
+    let mut again = loop {
+        match Ws::try_connect(&chainmux, "", None).await {
+            Ok(ws) => break ws,
+            Err(err) => {
+                assert_eq!(refused_status(Err(err)), 429);
+                assert!(started.elapsed() < RECV_TIMEOUT, "the closed feed's slot was never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(again.call("eth_chainId", json!([])).await["result"], "0x7a69");
+}

@@ -84,6 +84,7 @@ const DEFAULT_BREAKER_SUCCESSES: u32 = 2;
 const DEFAULT_RATE_LIMIT_COOLDOWN_MS: u64 = 1000;
 const DEFAULT_HYSTERESIS: f64 = 0.2;
 const DEFAULT_LEADER_POLL_MS: u64 = 1000;
+const DEFAULT_MAX_LIVE_CONNECTIONS_PER_CLIENT: usize = 100;
 const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
 const DEFAULT_PROBE_SHARE: f64 = 0.02;
 
@@ -241,6 +242,9 @@ pub struct GatewayConfig {
     /// Most WebSocket connections (`GET /rpc/{chain}`) open at once; more upgrades get 503. Default 10000, range
     /// 1..=1000000.
     pub max_ws_connections: usize,
+    /// Most WebSockets and live feeds together that one client (an API key, or an IP sending no key) keeps open;
+    /// more get 429. Default 100, range 1..=100000.
+    pub max_live_connections_per_client: usize,
     /// Refuse requests without an API key (401); `/health`, `/ready` and `/metrics` stay open. Default false.
     pub require_api_key: bool,
     /// Requests per second of each client IP sending no key, on every route but `/rpc`; 0 = no limit. Default 50.
@@ -287,6 +291,7 @@ impl Default for GatewayConfig {
             min_block_wait_ms: DEFAULT_MIN_BLOCK_WAIT_MS,
             max_sse_streams: DEFAULT_MAX_SSE_STREAMS,
             max_ws_connections: DEFAULT_MAX_WS_CONNECTIONS,
+            max_live_connections_per_client: DEFAULT_MAX_LIVE_CONNECTIONS_PER_CLIENT,
             require_api_key: false,
             anonymous_rps: DEFAULT_ANONYMOUS_RPS,
             anonymous_burst: DEFAULT_ANONYMOUS_BURST,

@@ -83,6 +83,7 @@ impl Config {
         p.range("gateway.min_block_wait_ms", gw.min_block_wait_ms, 0, 60_000);
         p.range("gateway.max_sse_streams", gw.max_sse_streams, 1, 100_000);
         p.range("gateway.max_ws_connections", gw.max_ws_connections, 1, 1_000_000);
+        p.range("gateway.max_live_connections_per_client", gw.max_live_connections_per_client, 1, 100_000);
         p.range("gateway.rpc_cache_max_entries", gw.rpc_cache_max_entries, 0, 10_000_000);
         p.range("gateway.rpc_cache_max_bytes", gw.rpc_cache_max_bytes, 0, 64 << 30);
         p.range("gateway.rpc_cache_unfinalized_ttl_ms", gw.rpc_cache_unfinalized_ttl_ms, 0, 3_600_000);

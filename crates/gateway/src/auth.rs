@@ -448,7 +448,7 @@ fn client_ip(request: &Request, trust_forwarded_for: bool) -> IpAddr {
 }
 
 /// An error in the REST error shape.
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
 }
 
@@ -551,15 +551,14 @@ pub(crate) async fn enforce(State(state): State<AppState>, mut request: Request,
     if let Err(wait) = charge.spend(&state, kind, 1).await {
         return rate_limited(charge.client.scope(), kind, wait);
     }
-    if kind == RouteKind::Rpc {
-        request.extensions_mut().insert(charge);
-    }
+    // For the handler: a WebSocket charges its messages to it, live feeds count their connections by its client.
+    request.extensions_mut().insert(charge);
     next.run(request).await
 }
 
 /// Who a request is charged to.
-#[derive(Debug, Clone, Copy)]
-enum Client {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Client {
     /// A key, by row id.
     Key(i64),
     /// An anonymous client, by IP.
@@ -567,7 +566,7 @@ enum Client {
 }
 
 impl Client {
-    fn scope(self) -> &'static str {
+    pub(crate) fn scope(self) -> &'static str {
         match self {
             Self::Key(_) => "key",
             Self::Ip(_) => "ip",
@@ -593,6 +592,11 @@ pub(crate) struct RpcCharge {
 }
 
 impl RpcCharge {
+    /// Who is charged.
+    pub(crate) fn client(&self) -> Client {
+        self.client
+    }
+
     /// Spends `n` requests of the client's `kind` budget: in Redis when limits are shared and it answers in time,
     /// else in this replica's own limiters. `Err(wait)` when there are not that many left.
     async fn spend(&self, state: &AppState, kind: RouteKind, n: u32) -> Result<(), Duration> {

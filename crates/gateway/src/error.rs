@@ -32,7 +32,7 @@ pub(crate) struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// Stable and machine-readable: `bad_request`, `not_found`, `payload_too_large`, `unavailable`,
-    /// `store_unavailable`, `not_indexed_yet`, `unauthorized`, `forbidden`, `rate_limited`.
+    /// `store_unavailable`, `not_indexed_yet`, `unauthorized`, `forbidden`, `rate_limited`, `too_many_connections`.
     pub(crate) code: String,
     /// For humans; may change.
     pub(crate) message: String,

@@ -22,6 +22,7 @@ mod event_filter;
 mod finality;
 mod follow;
 mod health;
+mod live_slots;
 mod metrics_layer;
 mod openapi;
 mod params;
@@ -78,6 +79,9 @@ pub struct GatewayConfig {
     pub max_sse_streams: usize,
     /// Most WebSocket connections open at once; more upgrades are refused with 503.
     pub max_ws_connections: usize,
+    /// Most WebSockets and live feeds together one client (an API key, or an IP sending none) keeps open; more are
+    /// refused with 429.
+    pub max_live_connections_per_client: usize,
     /// API keys, rate limits and CORS; open by default (see [`AccessConfig`]).
     pub access: AccessConfig,
     /// Bounds and unfinalized TTL of the JSON-RPC response cache.
@@ -95,6 +99,7 @@ impl Default for GatewayConfig {
             min_block_wait: Duration::from_secs(10),
             max_sse_streams: 1000,
             max_ws_connections: 10_000,
+            max_live_connections_per_client: 100,
             access: AccessConfig::default(),
             rpc_cache: RpcCacheLimits::default(),
         }
@@ -144,6 +149,8 @@ struct Inner {
     sse_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per open WebSocket.
     ws_slots: Arc<tokio::sync::Semaphore>,
+    /// WebSockets and live feeds per client.
+    live_slots: Arc<live_slots::LiveSlots>,
     /// Each chain's `eth_subscribe` hub, started by its first subscriber.
     hubs: std::sync::Mutex<BTreeMap<String, Arc<subscriptions::Hub>>>,
     /// Chain states just read, reused by REST requests arriving right after.
@@ -172,6 +179,7 @@ impl AppState {
             config.max_ws_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
         let health = health::Trackers::new(chains.keys());
+        let live_slots = live_slots::LiveSlots::new(config.max_live_connections_per_client);
         let inner = Inner {
             store,
             chains,
@@ -185,6 +193,7 @@ impl AppState {
             access,
             sse_slots,
             ws_slots,
+            live_slots,
             hubs: std::sync::Mutex::default(),
             recent_states: consistency::RecentStates::default(),
             health,

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +36,8 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
 use tracing::Instrument;
 
+use crate::auth::RpcCharge;
+use crate::live_slots::{self, LiveSlot};
 use crate::params::{self, QueryParams};
 use crate::routes::{self, Pairs};
 use crate::{AppError, AppState, render};
@@ -100,6 +102,7 @@ pub(crate) async fn transfers(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     headers: HeaderMap,
+    charge: Option<Extension<RpcCharge>>,
     pairs: Pairs,
 ) -> Result<Response, AppError> {
     let q = routes::query_prefixed(
@@ -109,7 +112,11 @@ pub(crate) async fn transfers(
     )?;
     let (kind, stored) = routes::chain_state(&state, &chain, &q).await?;
     let filter = Filter::Transfers(routes::transfer_filter(&q, kind)?);
-    open(state, chain, kind, Feed::Transfers, filter, &q, &headers, stored)
+    let client_slot = match live_slots::take(&state, charge.as_ref().map(|Extension(c)| c)) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    open(state, chain, kind, Feed::Transfers, filter, &q, &headers, stored, client_slot)
 }
 
 /// `GET /v1/chains/{chain}/events/stream`.
@@ -133,6 +140,7 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     Path(chain): Path<String>,
     headers: HeaderMap,
+    charge: Option<Extension<RpcCharge>>,
     pairs: Pairs,
 ) -> Result<Response, AppError> {
     let q = routes::query_prefixed(
@@ -143,7 +151,11 @@ pub(crate) async fn events(
     let (kind, stored) = routes::chain_state(&state, &chain, &q).await?;
     routes::evm_only(&chain, kind)?;
     let filter = Filter::Events(routes::event_filter(&state, &chain, &q).await?);
-    open(state, chain, kind, Feed::Events, filter, &q, &headers, stored)
+    let client_slot = match live_slots::take(&state, charge.as_ref().map(|Extension(c)| c)) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    open(state, chain, kind, Feed::Events, filter, &q, &headers, stored, client_slot)
 }
 
 /// Checks what is left of the request and starts the feed; every error comes before the stream starts.
@@ -157,6 +169,7 @@ fn open(
     q: &QueryParams,
     headers: &HeaderMap,
     stored: Option<ChainState>,
+    client_slot: Option<LiveSlot>,
 ) -> Result<Response, AppError> {
     let page = q.limit(state.config().default_page_size, state.config().max_page_size)?;
     // The header wins: a browser reconnecting sends its newest id there while its URL keeps the first one.
@@ -209,7 +222,7 @@ fn open(
         pending: VecDeque::new(),
         ready_sent: false,
         caught_up: false,
-        _slot: slot,
+        _slots: (slot, client_slot),
     };
     Ok(Sse::new(live.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
@@ -313,8 +326,8 @@ struct Live {
     pending: VecDeque<Event>,
     ready_sent: bool,
     caught_up: bool,
-    /// Held while the feed is open.
-    _slot: OwnedSemaphorePermit,
+    /// Held while the feed is open: the process's and the client's.
+    _slots: (OwnedSemaphorePermit, Option<LiveSlot>),
 }
 
 impl Drop for Live {

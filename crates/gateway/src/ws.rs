@@ -72,7 +72,11 @@ pub(crate) async fn upgrade(
     if state.is_draining() {
         return crate::AppError::Unavailable("draining: shutting down".into()).into_response();
     }
-    // Held for the connection's life.
+    // Both held for the connection's life.
+    let client_slot = match crate::live_slots::take(&state, charge.as_ref().map(|Extension(c)| c)) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let Ok(slot) = state.inner.ws_slots.clone().try_acquire_owned() else {
         let max = state.config().max_ws_connections;
         let message = format!("too many WebSocket connections open (at most {max}); retry later");
@@ -84,7 +88,7 @@ pub(crate) async fn upgrade(
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
         async move {
             serve(state, handle, charge.map(|Extension(charge)| charge), socket).await;
-            drop(slot);
+            drop((slot, client_slot));
         }
         .instrument(span)
     })
