@@ -501,16 +501,7 @@ async fn api_keys_guard_the_upgrade() {
     let mut config = Config::new(&db.url, &[("primary", &anvil.url)]);
     config.gateway_key("require_api_key", true);
     let chainmux = Chainmux::start(&config).await;
-    // `chainmux keys` against the same database (the running process has migrated it).
-    let config_path = temp_dir("ws-keys").join("chainmux.toml");
-    std::fs::write(&config_path, config.toml("127.0.0.1:9")).expect("write config");
-    let output = chainmux_command()
-        .args(["keys", "create", "--name", "ws", "--config"])
-        .arg(&config_path)
-        .output()
-        .expect("run chainmux keys");
-    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
-    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let key = create_key(&config, "ws");
 
     assert_eq!(refused_status(Ws::try_connect(&chainmux, "", None).await), 401, "no key");
     let wrong = format!("cmx_{}", "0".repeat(64));
@@ -658,18 +649,7 @@ async fn connections_beyond_the_limit_are_refused() {
     assert_eq!(refused_status(Ws::try_connect(&chainmux, "", None).await), 503);
     first.stream.close(None).await.unwrap_or_else(|err| panic!("closing: {err}"));
     drop(first);
-    // The slot is freed once the server has seen the close.
-    let started = Instant::now();
-    let mut second = loop {
-        match Ws::try_connect(&chainmux, "", None).await {
-            Ok(ws) => break ws,
-            Err(err) => {
-                assert_eq!(refused_status(Err(err)), 503);
-                assert!(started.elapsed() < RECV_TIMEOUT, "the closed connection's slot was never freed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let mut second = connect_once_freed(&chainmux, 503).await;
     assert_eq!(second.call("eth_chainId", json!([])).await["result"], "0x7a69");
 }
 
@@ -684,15 +664,7 @@ async fn one_client_cannot_take_every_live_slot() {
     config.gateway_key("max_live_connections_per_client", 2);
     let mut chainmux = Chainmux::start(&config).await;
     wait_synced(&mut chainmux, &eth).await;
-    let config_path = temp_dir("ws-per-client").join("chainmux.toml");
-    std::fs::write(&config_path, config.toml("127.0.0.1:9")).expect("write config");
-    let output = chainmux_command()
-        .args(["keys", "create", "--name", "other-client", "--config"])
-        .arg(&config_path)
-        .output()
-        .expect("run chainmux keys");
-    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
-    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let key = create_key(&config, "other-client");
 
     // This IP's two: a WebSocket and an SSE feed.
     let mut socket = Ws::connect(&chainmux).await;
@@ -715,18 +687,38 @@ async fn one_client_cannot_take_every_live_slot() {
         Some(2.0)
     );
 
-    // Closing the feed frees its slot (once the server has seen it go).
+    // Closing the feed frees its slot.
     drop(feed);
+    let mut again = connect_once_freed(&chainmux, 429).await;
+    assert_eq!(again.call("eth_chainId", json!([])).await["result"], "0x7a69");
+}
+
+/// A key created with `chainmux keys create --name NAME` against `config`'s database (the running process has
+/// migrated it).
+fn create_key(config: &Config, name: &str) -> String {
+    let config_path = temp_dir("ws-keys").join("chainmux.toml");
+    std::fs::write(&config_path, config.toml("127.0.0.1:9")).expect("write config");
+    let output = chainmux_command()
+        .args(["keys", "create", "--name", name, "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("run chainmux keys");
+    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Connects once a closed connection's slot is free: the server frees it when it has seen the close, until then
+/// upgrades are refused with `refused`.
+async fn connect_once_freed(chainmux: &Chainmux, refused: u16) -> Ws {
     let started = Instant::now();
-    let mut again = loop {
-        match Ws::try_connect(&chainmux, "", None).await {
-            Ok(ws) => break ws,
+    loop {
+        match Ws::try_connect(chainmux, "", None).await {
+            Ok(ws) => return ws,
             Err(err) => {
-                assert_eq!(refused_status(Err(err)), 429);
-                assert!(started.elapsed() < RECV_TIMEOUT, "the closed feed's slot was never freed");
+                assert_eq!(refused_status(Err(err)), refused);
+                assert!(started.elapsed() < RECV_TIMEOUT, "the closed connection's slot was never freed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    };
-    assert_eq!(again.call("eth_chainId", json!([])).await["result"], "0x7a69");
+    }
 }
