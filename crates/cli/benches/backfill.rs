@@ -17,6 +17,8 @@
 //! batch, no cursor, rows encoded before the clock starts): the least the database needs for them. The reference
 //! runs after the backfill (the peak memory shown is the backfill's), on a fresh database after a `CHECKPOINT`.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,43 +44,20 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        transfers: 200_000,
-        per_tx: 250,
-        txs_per_block: 2,
-        batch_size: 100,
-        concurrency: 16,
-        fetch: FetchMode::Full,
-        decode: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--fetch" {
-            args.fetch = match it.next().as_deref() {
-                Some("full") => FetchMode::Full,
-                Some("logs") => FetchMode::Logs,
-                other => panic!("--fetch needs full or logs, got {other:?}"),
-            };
-            continue;
-        }
-        if flag == "--decode" {
-            args.decode = true;
-            continue;
-        }
-        let mut value = || {
-            it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--transfers" => args.transfers = value(),
-            "--per-tx" => args.per_tx = value(),
-            "--txs-per-block" => args.txs_per_block = value(),
-            "--batch-size" => args.batch_size = value(),
-            "--concurrency" => args.concurrency = value() as usize,
-            // cargo bench passes --bench; other harness flags are ignored too.
-            _ => {}
-        }
+    let flags = support::Flags::from_env();
+    Args {
+        transfers: flags.number("--transfers", 200_000),
+        per_tx: flags.number("--per-tx", 250),
+        txs_per_block: flags.number("--txs-per-block", 2),
+        batch_size: flags.number("--batch-size", 100),
+        concurrency: flags.number("--concurrency", 16),
+        fetch: match flags.text("--fetch") {
+            None | Some("full") => FetchMode::Full,
+            Some("logs") => FetchMode::Logs,
+            Some(other) => panic!("--fetch needs full or logs, got {other:?}"),
+        },
+        decode: flags.switch("--decode"),
     }
-    args
 }
 
 /// Peak resident memory of this process (the indexer runs in it), from /proc.

@@ -22,13 +22,14 @@
 //! The goal (issue 7) is p99 < 10 ms at 1M rows. The load generator shares the machine with the gateway and the
 //! database, so on a small machine it competes with them for CPU: the figures are an upper bound.
 
+mod support;
+
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chainmux_store::Store;
-use chainmux_testkit::{Anvil, TestDb, free_port};
+use chainmux_testkit::{Anvil, TestDb};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
@@ -53,33 +54,17 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        rows: 1_000_000,
-        addresses: 200_000,
-        skew: 1.1,
-        clients: 16,
-        seconds: 15,
-        limit: 100,
-        paginate: 10,
-        rate: 0.0,
+    let flags = support::Flags::from_env();
+    let args = Args {
+        rows: flags.number("--rows", 1_000_000),
+        addresses: flags.number("--addresses", 200_000),
+        skew: flags.number("--skew", 1.1),
+        clients: flags.number("--clients", 16),
+        seconds: flags.number("--seconds", 15),
+        limit: flags.number("--limit", 100),
+        paginate: flags.number("--paginate", 10),
+        rate: flags.number("--rate", 0.0),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let number = |text: String| text.parse::<f64>().unwrap_or_else(|_| panic!("not a number: {text}"));
-        match flag.as_str() {
-            "--rows" => args.rows = number(value()) as u64,
-            "--addresses" => args.addresses = number(value()) as u32,
-            "--skew" => args.skew = number(value()),
-            "--clients" => args.clients = number(value()) as usize,
-            "--seconds" => args.seconds = number(value()) as u64,
-            "--limit" => args.limit = number(value()) as usize,
-            "--paginate" => args.paginate = number(value()) as u32,
-            "--rate" => args.rate = number(value()),
-            // cargo bench passes --bench; other harness flags are ignored too.
-            _ => {}
-        }
-    }
     assert!(args.addresses >= 2 && args.rows > 0 && args.clients > 0 && args.limit > 0, "bad arguments");
     args
 }
@@ -258,62 +243,17 @@ async fn load(url: &str, rows: &[Generated]) {
     let _ = conn.close().await;
 }
 
-/// `chainmux run --no-indexer`, killed on drop.
-struct Gateway {
-    base: String,
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Gateway {
-    async fn start(database_url: &str, anvil_url: &str) -> Gateway {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("chainmux-bench-rest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = format!(
+/// `chainmux run --no-indexer` serving the bench's database.
+async fn start_gateway(database_url: &str, anvil_url: &str) -> support::ChainmuxProcess {
+    let config = |port| {
+        format!(
             "[database]\nurl = {database_url:?}\nmax_connections = 16\n\n\
              [gateway]\nlisten = \"127.0.0.1:{port}\"\nanonymous_rps = 0\nanonymous_rpc_rps = 0\n\n\
              [[chains]]\nname = {CHAIN:?}\nkind = \"evm\"\nchain_id = 31337\n\n\
              [[chains.upstreams]]\nname = \"anvil\"\nurl = {anvil_url:?}\n"
-        );
-        let path = dir.join("chainmux.toml");
-        std::fs::write(&path, config).expect("write config");
-        let log = std::fs::File::create(dir.join("chainmux.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_chainmux"))
-            .args(["run", "--no-indexer", "--config"])
-            .arg(&path)
-            .env("CHAINMUX_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start chainmux");
-        let gateway = Gateway { base: format!("http://127.0.0.1:{port}"), child, dir };
-        let client = http(1);
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", gateway.base)).send().await
-                && response.status() == 200
-            {
-                return gateway;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "chainmux did not start:\n{}",
-                std::fs::read_to_string(gateway.dir.join("chainmux.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+        )
+    };
+    support::ChainmuxProcess::start("rest", &["--no-indexer"], config, Duration::from_secs(30)).await
 }
 
 fn http(connections: usize) -> reqwest::Client {
@@ -519,7 +459,7 @@ async fn main() {
     );
 
     let anvil = Anvil::spawn().await;
-    let gateway = Gateway::start(&db.url, &anvil.url).await;
+    let gateway = start_gateway(&db.url, &anvil.url).await;
     let skewed = Arc::new(Skewed::new(args.addresses, args.skew));
 
     // Warm-up (not measured): the database's caches and the gateway's connection pool.

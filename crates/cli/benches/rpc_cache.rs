@@ -18,13 +18,13 @@
 //! the same machine, so figures are bounded by its CPU share as well. Needs anvil and Postgres (see
 //! `scripts/ensure-tools.sh`).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chainmux_core::U256;
-use chainmux_testkit::{Anvil, Eth, TestDb, free_port};
+use chainmux_testkit::{Anvil, Eth, TestDb};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -42,39 +42,18 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { seconds: 5, concurrency: 32, txs: 100 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or_else(|| panic!("{flag} needs a positive number"))
-        };
-        match flag.as_str() {
-            "--seconds" => args.seconds = value(),
-            "--concurrency" => args.concurrency = value() as usize,
-            "--txs" => args.txs = value(),
-            // cargo bench passes --bench; other harness flags are ignored too.
-            _ => {}
-        }
+    let flags = support::Flags::from_env();
+    Args {
+        seconds: flags.positive("--seconds", 5),
+        concurrency: flags.positive("--concurrency", 32) as usize,
+        txs: flags.positive("--txs", 100),
     }
-    args
 }
 
-/// `chainmux run` on its own config; killed on drop.
-struct Chainmux {
-    base: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Chainmux {
-    async fn start(database_url: &str, anvil_url: &str) -> Chainmux {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("chainmux-bench-rpc-cache-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let toml = format!(
+/// `chainmux run` (indexer and gateway) on the bench chain.
+async fn start_chainmux(database_url: &str, anvil_url: &str) -> support::ChainmuxProcess {
+    let config = |port| {
+        format!(
             "[database]\nurl = {db}\n\n\
              [gateway]\nlisten = \"127.0.0.1:{port}\"\nanonymous_rpc_rps = 0\n\n\
              [[chains]]\nname = \"{CHAIN}\"\nkind = \"evm\"\nchain_id = 31337\npoll_interval_ms = 100\n\
@@ -82,55 +61,25 @@ impl Chainmux {
              [[chains.upstreams]]\nname = \"anvil\"\nurl = {anvil}\n",
             db = Value::String(database_url.to_owned()),
             anvil = Value::String(anvil_url.to_owned()),
-        );
-        let config = dir.join("chainmux.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let log = std::fs::File::create(dir.join("chainmux.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_chainmux"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("CHAINMUX_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start chainmux");
-        let chainmux = Chainmux { base: format!("http://127.0.0.1:{port}"), child, dir };
-        let client = client();
-        let started = Instant::now();
-        while client.get(format!("{}/health", chainmux.base)).send().await.is_err() {
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "chainmux did not start; see {}",
-                chainmux.dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        chainmux
-    }
-
-    async fn metric(&self, client: &reqwest::Client, name: &str, label: &str) -> f64 {
-        let text = client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|line| line.starts_with(name) && line.contains(label))
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
-    }
+        )
+    };
+    support::ChainmuxProcess::start("rpc-cache", &[], config, START_TIMEOUT).await
 }
 
-impl Drop for Chainmux {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The sum of the `/metrics` samples of `name` whose line contains `label`.
+async fn metric(client: &reqwest::Client, base: &str, name: &str, label: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 fn client() -> reqwest::Client {
@@ -255,11 +204,11 @@ async fn main() {
     assert_eq!(count as u64, args.txs, "all transfers in block {block}");
     eth.request("anvil_mine", json!([CONFIRMATIONS + 3])).await;
 
-    let chainmux = Chainmux::start(&db.url, &anvil.url).await;
+    let chainmux = start_chainmux(&db.url, &anvil.url).await;
     let client = client();
     let label = format!("chain=\"{CHAIN}\"");
     let started = Instant::now();
-    while chainmux.metric(&client, "chainmux_rpc_cache_finalized_block", &label).await < block as f64 {
+    while metric(&client, &chainmux.base, "chainmux_rpc_cache_finalized_block", &label).await < block as f64 {
         assert!(started.elapsed() < START_TIMEOUT, "block {block} never became final in the gateway");
         // Any `/rpc` call starts the chain's finality tracker if the router did not.
         let _ = call(
@@ -300,11 +249,12 @@ async fn main() {
                 call(&client, url, &body).await.expect("warm-up call");
             }
         }
-        let misses_before = chainmux.metric(&client, "chainmux_rpc_cache_total", "result=\"miss\"").await;
+        let misses_before =
+            metric(&client, &chainmux.base, "chainmux_rpc_cache_total", "result=\"miss\"").await;
         let anvil_run = closed_loop(&client, &anvil.url, &body, args.concurrency, args.seconds).await;
         let gateway_run = closed_loop(&client, &gateway_url, &body, args.concurrency, args.seconds).await;
-        let misses =
-            chainmux.metric(&client, "chainmux_rpc_cache_total", "result=\"miss\"").await - misses_before;
+        let misses = metric(&client, &chainmux.base, "chainmux_rpc_cache_total", "result=\"miss\"").await
+            - misses_before;
         let ratio = gateway_run.rate / anvil_run.rate.max(1e-9);
         println!("{name}:");
         print_run("anvil", &anvil_run);

@@ -18,6 +18,8 @@
 //! Everything runs in this process and on 127.0.0.1 except anvil and PostgreSQL (the gateway needs a store);
 //! every run is bounded in requests and time. Needs anvil and Postgres (see `scripts/ensure-tools.sh`).
 
+mod support;
+
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,29 +57,15 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { rate: 500, seconds: 10, concurrency: 32, failover_rate: 200, phase_seconds: 0 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or_else(|| panic!("{flag} needs a positive number"))
-        };
-        match flag.as_str() {
-            "--rate" => args.rate = value(),
-            "--seconds" => args.seconds = value(),
-            "--concurrency" => args.concurrency = value() as usize,
-            "--failover-rate" => args.failover_rate = value(),
-            "--phase-seconds" => args.phase_seconds = value(),
-            // cargo bench passes --bench; other harness flags are ignored too.
-            _ => {}
-        }
+    let flags = support::Flags::from_env();
+    let seconds = flags.positive("--seconds", 10);
+    Args {
+        rate: flags.positive("--rate", 500),
+        seconds,
+        concurrency: flags.positive("--concurrency", 32) as usize,
+        failover_rate: flags.positive("--failover-rate", 200),
+        phase_seconds: flags.positive("--phase-seconds", seconds.min(5)),
     }
-    if args.phase_seconds == 0 {
-        args.phase_seconds = args.seconds.min(5);
-    }
-    args
 }
 
 /// How the bench's pools are tuned.
