@@ -297,10 +297,11 @@ pub(crate) struct ChainStatus {
     /// How long the chain head has been ahead of the indexed head (0 when caught up).
     #[schema(required)]
     lag_seconds: Option<f64>,
-    /// Blocks indexed per second over the last minute; `null` where this process does not index the chain.
+    /// Blocks indexed per second over the last minute, as this replica saw them committed (its own indexer's
+    /// batches, or the leading replica's, relayed); `null` without an event source.
     #[schema(required)]
     blocks_per_second: Option<f64>,
-    /// Reorgs the indexer rolled back in the last hour (in this process).
+    /// Reorgs the indexer rolled back in the last hour (as this replica saw them, relayed or its own).
     reorgs_last_hour: u64,
     /// The indexer's current error (whichever replica indexes the chain); `null` while it works.
     #[schema(required)]

@@ -149,10 +149,6 @@ impl LeaderTerm {
         self.epoch
     }
 
-    pub fn chain(&self) -> &str {
-        &self.chain
-    }
-
     /// Proves the lock's session alive and the term current, and records the proof (`renewed_at`). An error means
     /// this replica must stop writing: the session is gone (and with it the lock), or another term started.
     pub async fn check(&mut self) -> Result<()> {
